@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny corpora, a tiny trained run, a pinned terminal width."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+# Rich reads these when a console is made: fixed width, no colour codes in captured output.
+os.environ["COLUMNS"] = "100"
+os.environ["NO_COLOR"] = "1"
+os.environ.pop("FORCE_COLOR", None)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SUBJECTS = ["the cat", "a dog", "the bird", "my friend", "the king", "a child"]
+VERBS = ["sees", "likes", "finds", "follows", "hears", "wants"]
+OBJECTS = ["the moon", "a river", "the tree", "some bread", "the sea", "a song"]
+
+
+def english_lines(n: int, seed: int = 0) -> list[str]:
+    rng = random.Random(seed)
+    return [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} ."
+            for _ in range(n)]
+
+
+POEM_LINES = [
+    "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。",
+    "白日依山盡，黃河入海流。欲窮千里目，更上一層樓。",
+    "春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。",
+    "紅豆生南國，春來發幾枝。願君多采擷，此物最相思。",
+]
+
+
+@pytest.fixture
+def english_corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "english.txt"
+    path.write_text("\n".join(english_lines(300)) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def poem_corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "poems.txt"
+    path.write_text("\n".join(POEM_LINES * 20) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in its own folder, so checkpoints/LATEST never leaks between tests."""
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny word-level LSTM trained for a few seconds, shared by read-only tests."""
+    from lmcli.data import DataConfig
+    from lmcli.train import RunRequest, TrainConfig, start_run
+
+    root = tmp_path_factory.mktemp("trained")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(english_lines(400, seed=1)) + "\n", encoding="utf-8")
+    request = RunRequest(
+        corpus=[str(corpus)], data=DataConfig(level="word", min_freq=1, valid_fraction=0.1),
+        model={"cell": "lstm", "layers": 1, "embed_dim": 16, "hidden_dim": 32, "dropout": 0.0},
+        train=TrainConfig(seq_len=12, batch_size=8, epochs=6, lr=0.01, seed=3, device="cpu"),
+        out_dir=root / "run")
+    start_run(request, root=root / "checkpoints")
+    return root / "run"
