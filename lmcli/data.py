@@ -1,0 +1,431 @@
+"""Corpus data: reading text files, holding out validation lines, encoding to a flat id
+array, and cutting that array into truncated-BPTT batches.
+
+Files are read in blocks of whole lines (a few MB each), so memory holds one block of text
+at a time plus the compact id arrays (uint16 for vocabularies up to 65,536 ids). A token
+stream is the concatenation of its sentences, each followed by ``<EOS>``, and starts with an
+``<EOS>``: the first sentence is predicted from the same implicit start context as every
+later one (and as ``score`` uses).
+"""
+
+from __future__ import annotations
+
+import bz2
+import codecs
+import gzip
+import hashlib
+import lzma
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+
+from lmcli.errors import LmcliError, UsageError
+from lmcli.tokenizers import EOS_ID, Tokenizer, array_dtype, build_tokenizer, normalize_line
+
+CHUNK_BYTES = 8 << 20
+UTF8_BOM = codecs.BOM_UTF8
+_COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+ProgressFn = Callable[[int], None]
+"""Called with the number of bytes just read, for progress bars."""
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def check_readable(path: str | Path, what: str = "file") -> Path:
+    """The path, if it names a readable regular file; a one-line error otherwise."""
+    path = Path(path)
+    if not path.exists():
+        raise LmcliError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise LmcliError(f"{what} is a directory, not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise LmcliError(f"{what} is not readable (permission denied): {path}")
+    return path
+
+
+def _open_binary(path: Path) -> BinaryIO:
+    opener = _COMPRESSED.get(path.suffix.lower())
+    if opener is not None:
+        return opener(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+def _line_of_offset(path: Path, offset: int) -> int:
+    """1-based line number of a byte offset (bytes counted as stored, after decompression)."""
+    line = 1
+    with _open_binary(path) as handle:
+        remaining = offset
+        while remaining > 0:
+            block = handle.read(min(remaining, CHUNK_BYTES))
+            if not block:
+                break
+            line += block.count(b"\n")
+            remaining -= len(block)
+    return line
+
+
+def iter_chunks(path: str | Path, encoding: str = "utf-8", errors: str = "strict", *,
+                chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[bytes], None] | None = None
+                ) -> Iterator[str]:
+    """The decoded text of a file in blocks that each end at a line break (the last block
+    may lack one). ``.gz``, ``.bz2`` and ``.xz`` files are decompressed on the fly; a UTF-8
+    byte-order mark is dropped. Undecodable bytes raise a one-line :class:`LmcliError`
+    naming the file, the byte offset and the line, unless ``errors`` says otherwise.
+    ``on_bytes`` sees every raw block (for hashing and progress).
+    """
+    path = check_readable(path, "corpus file")
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)(errors)
+    except LookupError:
+        raise UsageError(f"unknown text encoding {encoding!r}") from None
+    is_utf8 = codecs.lookup(encoding).name == "utf-8"
+    carry = ""
+    consumed = 0
+    first = True
+    try:
+        with _open_binary(path) as handle:
+            while True:
+                raw = handle.read(chunk_bytes)
+                if on_bytes is not None and raw:
+                    on_bytes(raw)
+                if first and is_utf8 and raw.startswith(UTF8_BOM):
+                    raw = raw[len(UTF8_BOM):]
+                    consumed += len(UTF8_BOM)
+                first = False
+                pending = len(decoder.getstate()[0])
+                try:
+                    text = decoder.decode(raw, final=not raw)
+                except UnicodeDecodeError as error:
+                    offset = consumed - pending + error.start
+                    where = f"byte {offset}"
+                    if codecs.lookup(encoding).name in ("utf-8", "ascii", "latin-1"):
+                        where += f" (line {_line_of_offset(path, offset)})"
+                    raise LmcliError(
+                        f"{path}: not valid {encoding} at {where}: {error.reason}; "
+                        "pass --encoding ENCODING or --errors replace") from None
+                consumed += len(raw)
+                text = carry + text if carry else text
+                if not raw:
+                    if text:
+                        yield text
+                    return
+                cut = text.rfind("\n") + 1
+                if cut:
+                    yield text[:cut]
+                    carry = text[cut:]
+                else:
+                    carry = text
+    except (OSError, EOFError, lzma.LZMAError) as error:
+        raise LmcliError(f"cannot read {path}: {error}") from None
+
+
+def chunk_lines(chunk: str) -> list[str]:
+    """The lines of a block from :func:`iter_chunks` (the trailing line break ends the
+    last line rather than starting an empty one)."""
+    lines = chunk.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+# ----------------------------------------------------------------------------- corpus
+
+
+@dataclass(frozen=True)
+class TextFiles:
+    """One or more text files read as one corpus, line after line."""
+
+    paths: tuple[Path, ...]
+    encoding: str = "utf-8"
+    errors: str = "strict"
+
+    @classmethod
+    def of(cls, paths: Iterable[str | Path], encoding: str = "utf-8", errors: str = "strict"
+           ) -> TextFiles:
+        resolved = tuple(Path(p) for p in paths)
+        if not resolved:
+            raise UsageError("no corpus file given")
+        if errors not in ("strict", "replace", "ignore"):
+            raise UsageError(f"--errors must be strict, replace or ignore, got {errors!r}")
+        for path in resolved:
+            check_readable(path, "corpus file")
+        return cls(resolved, encoding, errors)
+
+    def size_bytes(self) -> int:
+        return sum(path.stat().st_size for path in self.paths)
+
+    def chunks(self, on_bytes: Callable[[bytes], None] | None = None) -> Iterator[str]:
+        for path in self.paths:
+            yield from iter_chunks(path, self.encoding, self.errors, on_bytes=on_bytes)
+
+    def line_blocks(self, on_bytes: Callable[[bytes], None] | None = None) -> Iterator[list[str]]:
+        for chunk in self.chunks(on_bytes):
+            yield chunk_lines(chunk)
+
+
+@dataclass(frozen=True)
+class CorpusScan:
+    """What one pass over the raw corpus tells: its fingerprint and its size in lines."""
+
+    sha256: str
+    num_bytes: int
+    num_lines: int
+    num_sentences: int  # non-blank lines
+
+
+def scan(files: TextFiles, on_progress: ProgressFn | None = None) -> CorpusScan:
+    """Hash the raw bytes, count lines, and check that the text decodes, in one pass."""
+    digest = hashlib.sha256()
+    num_bytes = 0
+
+    def see(raw: bytes) -> None:
+        nonlocal num_bytes
+        digest.update(raw)
+        num_bytes += len(raw)
+        if on_progress is not None:
+            on_progress(len(raw))
+
+    num_lines = num_sentences = 0
+    for lines in files.line_blocks(see):
+        num_lines += len(lines)
+        num_sentences += sum(1 for line in lines if line.strip(" \t\n\r\v\f"))
+    return CorpusScan(digest.hexdigest(), num_bytes, num_lines, num_sentences)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Which corpus lines are held out for validation: the tail of each of up to 10
+    contiguous blocks, so validation spans the whole corpus while neighbouring lines
+    (often near-duplicates) stay on one side of the split."""
+
+    ranges: tuple[tuple[int, int], ...] = ()
+
+    @classmethod
+    def fraction(cls, num_lines: int, fraction: float) -> HeldOut:
+        if not 0.0 <= fraction < 1.0:
+            raise UsageError(f"--valid-fraction must be in [0, 1), got {fraction}")
+        if fraction == 0.0 or num_lines < 2:
+            return cls()
+        held = min(num_lines - 1, max(1, round(num_lines * fraction)))
+        blocks = min(10, held)
+        ranges = []
+        for j in range(blocks):
+            end = (j + 1) * num_lines // blocks
+            share = (j + 1) * held // blocks - j * held // blocks
+            ranges.append((end - share, end))
+        return cls(tuple(ranges))
+
+    def mask(self, start: int, count: int) -> np.ndarray:
+        """For lines start .. start+count-1: True where the line is held out."""
+        index = np.arange(start, start + count)
+        held = np.zeros(count, dtype=bool)
+        for low, high in self.ranges:
+            held |= (index >= low) & (index < high)
+        return held
+
+    def __bool__(self) -> bool:
+        return bool(self.ranges)
+
+
+def _split_blocks(files: TextFiles, held_out: HeldOut, want_held: bool,
+                  on_bytes: Callable[[bytes], None] | None = None) -> Iterator[list[str]]:
+    """Blocks of the training lines (``want_held`` False) or the held-out ones."""
+    start = 0
+    for lines in files.line_blocks(on_bytes):
+        if held_out:
+            mask = held_out.mask(start, len(lines))
+            keep = mask if want_held else ~mask
+            yield [line for line, k in zip(lines, keep.tolist()) if k]
+        elif not want_held:
+            yield lines
+        start += len(lines)
+
+
+class _ArrayBuilder:
+    """Collects encoded chunks into one array (peak memory: about twice the result)."""
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.parts: list[np.ndarray] = [np.array([EOS_ID], dtype=dtype)]
+        self.dtype = dtype
+
+    def add(self, ids: np.ndarray) -> None:
+        if len(ids):
+            self.parts.append(ids.astype(self.dtype, copy=False))
+
+    def build(self) -> np.ndarray:
+        array = np.concatenate(self.parts)
+        self.parts = []
+        return array
+
+
+def encode_stream(tokenizer: Tokenizer, blocks: Iterable[Sequence[str]]) -> np.ndarray:
+    """The token stream of some blocks of lines: <EOS>, then each sentence and its <EOS>."""
+    builder = _ArrayBuilder(array_dtype(tokenizer.vocab_size))
+    for lines in blocks:
+        builder.add(tokenizer.encode_lines(lines))
+    return builder.build()
+
+
+@dataclass
+class CorpusData:
+    """A corpus ready for training: tokenizer, the two token streams, provenance."""
+
+    tokenizer: Tokenizer
+    train: np.ndarray
+    valid: np.ndarray | None
+    scan: CorpusScan
+    files: TextFiles
+    valid_files: TextFiles | None = None
+    held_out: HeldOut = field(default_factory=HeldOut)
+
+    def provenance(self) -> dict[str, object]:
+        return {
+            "corpus": [str(p) for p in self.files.paths],
+            "corpus_sha256": self.scan.sha256,
+            "corpus_bytes": self.scan.num_bytes,
+            "corpus_lines": self.scan.num_lines,
+            "valid": [str(p) for p in self.valid_files.paths] if self.valid_files else None,
+            "train_tokens": int(len(self.train)),
+            "valid_tokens": int(len(self.valid)) if self.valid is not None else 0,
+        }
+
+
+@dataclass
+class DataConfig:
+    """How a corpus becomes token streams (recorded in the checkpoint)."""
+
+    level: str = "char"
+    vocab_size: int | None = None
+    min_freq: int = 1
+    lowercase: bool = False
+    valid_fraction: float = 0.05
+    encoding: str = "utf-8"
+    errors: str = "strict"
+    valid_file: str | None = None  # validation text; else valid_fraction of the corpus
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> DataConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})  # type: ignore[arg-type]
+
+
+DataEvent = Callable[[str, dict[str, object]], None]
+
+
+def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
+                tokenizer: Tokenizer | None = None, on_event: DataEvent | None = None
+                ) -> CorpusData:
+    """Read, split and encode a corpus; learn the tokenizer from the training lines unless
+    one is given (as when resuming). Emits ("phase", {"name", "total_bytes"}) and
+    ("bytes", {"n"}) events so a caller can draw progress."""
+    emit = on_event or (lambda kind, info: None)
+    files = TextFiles.of(paths, config.encoding, config.errors)
+    total = files.size_bytes()
+
+    def progress(raw: bytes) -> None:
+        emit("bytes", {"n": len(raw)})
+
+    emit("phase", {"name": "reading corpus", "total_bytes": total})
+    corpus_scan = scan(files, lambda n: emit("bytes", {"n": n}))
+    if corpus_scan.num_sentences == 0:
+        what = "empty" if corpus_scan.num_bytes == 0 else "only blank lines"
+        raise LmcliError(f"corpus has no text ({what}): {', '.join(map(str, files.paths))}")
+
+    valid_files = (TextFiles.of([config.valid_file], config.encoding, config.errors)
+                   if config.valid_file else None)
+    held_out = HeldOut() if valid_files else HeldOut.fraction(corpus_scan.num_lines,
+                                                              config.valid_fraction)
+    if tokenizer is None:
+        emit("phase", {"name": "building vocabulary", "total_bytes": total})
+        tokenizer = build_tokenizer(
+            config.level,
+            ("\n".join(lines) + "\n" for lines in _split_blocks(files, held_out, False, progress)),
+            vocab_size=config.vocab_size, min_freq=config.min_freq, lowercase=config.lowercase)
+
+    emit("phase", {"name": "encoding", "total_bytes": total})
+    train = encode_stream(tokenizer, _split_blocks(files, held_out, False, progress))
+    valid: np.ndarray | None = None
+    if valid_files is not None:
+        valid = encode_stream(tokenizer, valid_files.line_blocks())
+        if len(valid) <= 1:
+            raise LmcliError(f"validation file has no text: {valid_files.paths[0]}")
+    elif held_out:
+        valid = encode_stream(tokenizer, _split_blocks(files, held_out, True))
+        if len(valid) <= 1:
+            valid = None
+    if len(train) <= 1:
+        raise LmcliError("no training text is left after holding out validation lines")
+    return CorpusData(tokenizer, train, valid, corpus_scan, files, valid_files, held_out)
+
+
+def count_text_chars(lines: Iterable[str], lowercase: bool) -> tuple[int, int]:
+    """(characters, sentences) of non-blank normalised lines; each sentence's end counts as
+    one character, so that at char level bits per char equals bits per token."""
+    chars = sentences = 0
+    for line in lines:
+        text = normalize_line(line, lowercase)
+        if text:
+            chars += len(text) + 1
+            sentences += 1
+    return chars, sentences
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+class BpttBatches:
+    """Truncated-BPTT windows over a token stream laid out as ``batch_size`` parallel lanes.
+
+    The stream is cut into ``batch_size`` contiguous lanes (the tail that does not divide
+    evenly is dropped); window ``i`` holds inputs ``lanes[:, i*T : i*T+T]`` and targets
+    shifted by one. Consecutive windows continue each lane, so the hidden state carried
+    from window ``i`` is the right context for window ``i + 1``::
+
+        stream  a b c d e f g h i j k l m n o p q r s t u v w x
+        lanes   a b c d e f g h i j k l     (batch_size = 2)
+                m n o p q r s t u v w x
+        T = 4   window 0: inputs [a b c d] [m n o p], targets [b c d e] [n o p q]
+    """
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, *,
+                 keep_partial: bool = False) -> None:
+        if batch_size < 1 or seq_len < 1:
+            raise UsageError("batch size and sequence length must be at least 1")
+        lane_len = len(tokens) // batch_size
+        if lane_len < 2:
+            raise LmcliError(
+                f"the text has {len(tokens)} tokens: too few for {batch_size} batch lanes; "
+                "use a smaller --batch-size or a longer corpus")
+        self.lanes = tokens[: batch_size * lane_len].reshape(batch_size, lane_len)
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        full, rest = divmod(lane_len - 1, seq_len)
+        if full == 0 and not keep_partial:
+            raise LmcliError(
+                f"the text has {len(tokens)} tokens: too few for one batch of "
+                f"{batch_size} x {seq_len + 1}; use a smaller --batch-size or --seq-len")
+        self.num_windows = full + (1 if keep_partial and rest else 0)
+
+    def __len__(self) -> int:
+        return self.num_windows
+
+    @property
+    def tokens_per_window(self) -> int:
+        return self.batch_size * self.seq_len
+
+    def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets), each (batch, time) int64."""
+        start = index * self.seq_len
+        stop = min(start + self.seq_len, self.lanes.shape[1] - 1)
+        block = torch.from_numpy(np.ascontiguousarray(self.lanes[:, start: stop + 1])).long()
+        return block[:, :-1], block[:, 1:]
