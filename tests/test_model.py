@@ -1,0 +1,128 @@
+"""The model at toy sizes (N, T, D, H, V of 2 to 6), for every cell."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lmcli.errors import UsageError
+from lmcli.model import CELLS, RNNLM, ModelConfig, detach_state
+
+N, T, D, H, V = 3, 5, 4, 6, 5
+
+
+def toy(cell: str, **kwargs) -> RNNLM:
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=V, cell=cell, layers=2, embed_dim=D, hidden_dim=H,
+                         dropout=0.0, **kwargs)
+    return RNNLM(config)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_shapes(cell: str) -> None:
+    model = toy(cell)
+    tokens = torch.randint(0, V, (N, T))
+    logits, state = model(tokens)
+    assert logits.shape == (N, T, V)
+    assert len(state) == (2 if cell == "lstm" else 1)
+    assert all(s.shape == (2, N, H) for s in state)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_carried_state_equals_one_long_pass(cell: str) -> None:
+    """Truncated BPTT relies on this: two windows with the state carried across the
+    boundary give the same outputs as one pass over the whole sequence."""
+    model = toy(cell).eval()
+    tokens = torch.randint(0, V, (N, 2 * T))
+    whole, _ = model(tokens)
+    first, state = model(tokens[:, :T])
+    second, _ = model(tokens[:, T:], detach_state(state))
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradients_match_finite_differences(cell: str) -> None:
+    """Autograd through the whole model (every parameter tensor) agrees with central
+    differences in float64 at randomly chosen entries."""
+    model = toy(cell).double()
+    tokens = torch.randint(0, V, (2, 4))
+    targets = tokens.roll(-1, 1).reshape(-1)
+
+    def loss() -> torch.Tensor:
+        logits, _ = model(tokens)
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, V), targets)
+
+    model.zero_grad()
+    loss().backward()
+    generator = torch.Generator().manual_seed(1)
+    eps = 1e-6
+    for name, param in model.named_parameters():
+        for _ in range(3):
+            index = int(torch.randint(param.numel(), (1,), generator=generator))
+            flat = param.data.view(-1)
+            original = flat[index].item()
+            with torch.no_grad():
+                flat[index] = original + eps
+                up = loss().item()
+                flat[index] = original - eps
+                down = loss().item()
+                flat[index] = original
+            numeric = (up - down) / (2 * eps)
+            analytic = param.grad.view(-1)[index].item()
+            assert abs(numeric - analytic) <= 1e-6 + 1e-4 * abs(numeric), (name, index)
+
+
+def test_lstm_forget_gate_bias_is_one_and_recurrent_blocks_orthogonal() -> None:
+    model = toy("lstm")
+    for layer in range(2):
+        bias = getattr(model.rnn, f"bias_ih_l{layer}") + getattr(model.rnn, f"bias_hh_l{layer}")
+        assert torch.all(bias[H:2 * H] == 1.0)
+        assert torch.all(bias[:H] == 0.0) and torch.all(bias[2 * H:] == 0.0)
+        weight = getattr(model.rnn, f"weight_hh_l{layer}").detach()
+        for gate in range(4):
+            block = weight[gate * H:(gate + 1) * H]
+            torch.testing.assert_close(block @ block.T, torch.eye(H), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("hidden", [D, H])
+def test_tied_weights_share_the_embedding(hidden: int) -> None:
+    config = ModelConfig(vocab_size=V, cell="gru", layers=1, embed_dim=D, hidden_dim=hidden,
+                         dropout=0.0, tie_weights=True)
+    model = RNNLM(config)
+    assert model.decoder.weight is model.embedding.weight
+    assert (model.projection is not None) == (hidden != D)
+    untied = RNNLM(ModelConfig(**{**config.to_dict(), "tie_weights": False}))
+    assert model.num_parameters() < untied.num_parameters()
+    logits, _ = model(torch.zeros((1, 2), dtype=torch.long))
+    assert logits.shape == (1, 2, V)
+
+
+def test_rnn_is_the_tanh_elman_network() -> None:
+    """h_t = tanh(U x_t + W h_{t-1} + b), checked by hand for one layer."""
+    config = ModelConfig(vocab_size=V, cell="rnn", layers=1, embed_dim=D, hidden_dim=H, dropout=0.0)
+    model = RNNLM(config).eval()
+    tokens = torch.tensor([[1, 3, 2]])
+    _, (h,) = model(tokens)
+    rnn = model.rnn
+    state = torch.zeros(H)
+    for token in tokens[0]:
+        x = model.embedding.weight[token]
+        state = torch.tanh(rnn.weight_ih_l0 @ x + rnn.bias_ih_l0 + rnn.weight_hh_l0 @ state + rnn.bias_hh_l0)
+    torch.testing.assert_close(h[0, 0], state)
+
+
+def test_output_covers_exactly_the_vocabulary() -> None:
+    """No padding or start symbol gets probability: the softmax has vocab_size entries."""
+    model = toy("lstm")
+    logits, _ = model(torch.zeros((1, 1), dtype=torch.long))
+    assert logits.shape[-1] == V
+    assert math.isclose(torch.softmax(logits[0, 0], -1).sum().item(), 1.0, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("field,value", [("cell", "transformer"), ("layers", 0), ("hidden_dim", -1),
+                                         ("dropout", 1.0), ("embed_dim", 0)])
+def test_bad_config_is_refused(field: str, value: object) -> None:
+    with pytest.raises(UsageError):
+        ModelConfig(**{"vocab_size": V, field: value}).validate()
