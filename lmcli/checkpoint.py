@@ -1,0 +1,290 @@
+"""Checkpoints: one self-contained file of primitives, bytes and tensors.
+
+A checkpoint loads with ``torch.load(path, weights_only=True)``: no pickled code, ever. It
+holds the format version, the model config as a dict, the tokenizer state (sentencepiece
+model bytes included), the weights of the unwrapped module on the CPU, the metrics
+history, provenance, and, in ``last.pt``, the training state that ``--resume`` needs.
+Files are written to a temporary name, flushed to disk and renamed over the old one, so a
+crash mid-save leaves the previous checkpoint intact.
+
+A training run writes a folder::
+
+    RUN/best.pt        best validation loss so far (what other commands load)
+    RUN/last.pt        the latest state, resumable
+    RUN/metrics.jsonl  one JSON object per log line, validation and epoch
+    RUN/config.json    the resolved configuration, for people to read
+
+and records the folder in ``checkpoints/LATEST`` so that other commands find it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import os
+import pickle
+import platform
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import lmcli
+from lmcli.errors import LmcliError
+from lmcli.model import RNNLM, ModelConfig
+from lmcli.tokenizers import Tokenizer, tokenizer_from_state
+
+FORMAT = "lmcli-checkpoint"
+FORMAT_VERSION = 1
+BEST = "best.pt"
+LAST = "last.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+DEFAULT_ROOT = Path("checkpoints")
+LATEST = "LATEST"
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+def to_cpu(value: Any, _seen: dict[int, torch.Tensor] | None = None) -> Any:
+    """A copy of nested dicts / lists / tuples with every tensor moved to the CPU; tensors
+    that shared storage (tied weights) still share it."""
+    seen = {} if _seen is None else _seen
+    if isinstance(value, torch.Tensor):
+        key = id(value)
+        if key not in seen:
+            seen[key] = value.detach().to("cpu")
+        return seen[key]
+    if isinstance(value, dict):
+        return {k: to_cpu(v, seen) for k, v in value.items()}
+    if isinstance(value, list):
+        return [to_cpu(v, seen) for v in value]
+    if isinstance(value, tuple):
+        return tuple(to_cpu(v, seen) for v in value)
+    return value
+
+
+_PLAIN = (str, int, float, bool, bytes, type(None))
+
+
+def check_plain(value: Any, where: str = "checkpoint") -> None:
+    """Fail loudly (a bug, not a user error) on anything ``weights_only`` loading refuses:
+    only exact primitives, bytes, containers of them, and tensors may go in."""
+    if type(value) in _PLAIN or isinstance(value, torch.Tensor):
+        return
+    if type(value) is dict:
+        for key, item in value.items():
+            check_plain(key, where)
+            check_plain(item, f"{where}.{key}")
+        return
+    if type(value) in (list, tuple):
+        for index, item in enumerate(value):
+            check_plain(item, f"{where}[{index}]")
+        return
+    raise TypeError(f"{where} holds a {type(value).__name__}, which weights_only loading refuses")
+
+
+def now_iso() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def make_payload(*, model: torch.nn.Module, tokenizer: Tokenizer, model_config: ModelConfig,
+                 data_config: dict[str, Any], train_config: dict[str, Any], step: int,
+                 epoch: int, tokens_seen: int, metrics: list[dict[str, Any]],
+                 valid_loss: float | None, provenance: dict[str, Any],
+                 training_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything a checkpoint holds, as plain data and CPU tensors."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "lmcli_version": lmcli.__version__,
+        "torch_version": str(torch.__version__),  # a str subclass torch.load would refuse
+        "python_version": platform.python_version(),
+        "created": now_iso(),
+        "model_config": model_config.to_dict(),
+        "tokenizer": tokenizer.to_state(),
+        "data_config": dict(data_config),
+        "train_config": dict(train_config),
+        "state_dict": to_cpu(model.state_dict()),
+        "step": int(step),
+        "epoch": int(epoch),
+        "tokens_seen": int(tokens_seen),
+        "valid_loss": None if valid_loss is None else float(valid_loss),
+        "metrics": list(metrics),
+        "provenance": dict(provenance),
+        "training_state": to_cpu(training_state) if training_state is not None else None,
+    }
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over
+    ``path``. On any failure (a full disk, say) the temporary file is removed, the old
+    file is untouched and a one-line :class:`LmcliError` says why."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        reason = "no space left on device" if error.errno == errno.ENOSPC else error.strerror or str(error)
+        raise LmcliError(f"could not write {path}: {reason}; the previous file is kept") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def save(payload: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint atomically."""
+    check_plain(payload)
+    atomic_write(path, lambda handle: torch.save(payload, handle))
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: its raw payload plus the parts rebuilt."""
+
+    path: Path
+    payload: dict[str, Any]
+    model_config: ModelConfig
+    tokenizer: Tokenizer
+
+    @property
+    def step(self) -> int:
+        return int(self.payload.get("step", 0))
+
+    @property
+    def training_state(self) -> dict[str, Any] | None:
+        return self.payload.get("training_state")
+
+    def build_model(self, device: torch.device | str = "cpu") -> RNNLM:
+        """The model with the checkpoint's weights, in eval mode, on ``device``."""
+        model = RNNLM(self.model_config)
+        try:
+            model.load_state_dict(self.payload["state_dict"])
+        except (RuntimeError, KeyError) as error:
+            first = str(error).strip().splitlines()[0]
+            raise LmcliError(f"{self.path}: weights do not match the model config ({first})") from None
+        return model.to(device).eval()
+
+
+def read_payload(path: Path) -> dict[str, Any]:
+    """The raw payload, with every way a file can be wrong turned into one clear line."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as error:
+        raise LmcliError(f"cannot read {path}: {error.strerror or error}") from None
+    if head != ZIP_MAGIC:  # torch.save's format, which lmcli always writes, is a zip archive
+        raise LmcliError(f"{path} is not an lmcli checkpoint"
+                         + (" (the file is empty)" if not head else ""))
+    if not zipfile.is_zipfile(path):
+        raise LmcliError(f"{path} is truncated or corrupt (its archive has no end record)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's protocol warnings mean nothing to users
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        if "weights_only" in str(error) or "Unsupported" in str(error):
+            raise LmcliError(
+                f"refusing to load {path}: it holds pickled Python objects that could run "
+                "code; lmcli checkpoints never do") from None
+        raise LmcliError(f"{path} is not a valid checkpoint (unreadable pickle data)") from None
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise LmcliError(f"{path} is truncated or corrupt ({error})") from None
+    except RuntimeError as error:
+        text = str(error)
+        if "zip archive" in text or "central directory" in text or "PytorchStreamReader" in text:
+            raise LmcliError(f"{path} is truncated or corrupt (not a complete checkpoint file)") from None
+        raise LmcliError(f"cannot load {path}: {text.splitlines()[0]}") from None
+    except Exception as error:  # anything else torch.load chokes on is damage
+        raise LmcliError(f"{path} is truncated or corrupt ({type(error).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise LmcliError(f"{path} is not an lmcli checkpoint")
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise LmcliError(f"{path}: unsupported checkpoint format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise LmcliError(
+            f"{path} was written by a newer lmcli ({payload.get('lmcli_version', '?')}, "
+            f"format {version}; this lmcli {lmcli.__version__} reads format {FORMAT_VERSION}): "
+            "upgrade lmcli to use it")
+    return payload
+
+
+def load(path: str | Path) -> Checkpoint:
+    """Load and check a checkpoint file (not a run folder: see :func:`resolve`)."""
+    path = Path(path)
+    if not path.exists():
+        raise LmcliError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise LmcliError(f"{path} is a directory; pass the run folder through resolve()")
+    payload = read_payload(path)
+    try:
+        model_config = ModelConfig.from_dict(payload["model_config"])
+        tokenizer = tokenizer_from_state(payload["tokenizer"])
+    except KeyError as error:
+        raise LmcliError(f"{path}: checkpoint is missing {error}") from None
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise LmcliError(f"{path}: tokenizer has {tokenizer.vocab_size} tokens but the model "
+                         f"{model_config.vocab_size}")
+    return Checkpoint(path, payload, model_config, tokenizer)
+
+
+# ----------------------------------------------------------------------------- run folders
+
+
+def record_latest(run_dir: Path, root: Path = DEFAULT_ROOT) -> None:
+    """Remember ``run_dir`` as the last training run (``root/LATEST``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write(root / LATEST, lambda h: h.write(str(run_dir.resolve()).encode() + b"\n"))
+
+
+def latest_run(root: Path = DEFAULT_ROOT) -> Path | None:
+    """The run folder recorded by the last ``lmcli train`` started here, if any."""
+    try:
+        text = (root / LATEST).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return Path(text) if text else None
+
+
+def resolve(spec: str | Path | None, root: Path = DEFAULT_ROOT, prefer: str = BEST) -> Path:
+    """The checkpoint file meant by ``-c``: a file as given; a run folder means its best
+    checkpoint (its last one when no best was written); nothing means the last run."""
+    if spec is None or str(spec) == "":
+        run = latest_run(root)
+        if run is None:
+            raise LmcliError(f"no checkpoint given and no training run recorded in {root}/; "
+                             "train one with `lmcli train` or pass -c PATH")
+        if not run.exists():
+            raise LmcliError(f"the last training run ({run}) no longer exists; pass -c PATH")
+        spec = run
+    path = Path(spec)
+    if path.is_dir():
+        for name in (prefer, BEST, LAST):
+            if (path / name).is_file():
+                return path / name
+        raise LmcliError(f"{path} holds no checkpoint ({BEST} or {LAST})")
+    if not path.exists():
+        raise LmcliError(f"checkpoint not found: {path}")
+    return path
