@@ -1,0 +1,66 @@
+"""Default settings: per tokenizer level, and the recipe for the bundled default corpus.
+
+Resolution order for every setting: a flag the user gave, then the bundled corpus recipe
+(only when no corpus is given), then the level's defaults, then the dataclass defaults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from lmcli.errors import LmcliError
+
+# Model shape and window per level. Char-level text needs long windows and little
+# embedding; word and subword vocabularies are large, so the softmax is tied to the
+# embedding to halve the parameters it costs.
+LEVEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "char": {"embed_dim": 128, "hidden_dim": 512, "layers": 2, "dropout": 0.2,
+             "seq_len": 128, "batch_size": 32, "min_freq": 2, "tie_weights": False},
+    "word": {"embed_dim": 256, "hidden_dim": 256, "layers": 2, "dropout": 0.3,
+             "seq_len": 35, "batch_size": 32, "min_freq": 2, "tie_weights": True},
+    "bpe": {"embed_dim": 256, "hidden_dim": 256, "layers": 2, "dropout": 0.3,
+            "seq_len": 64, "batch_size": 32, "vocab_size": 4000, "tie_weights": True},
+    "unigram": {"embed_dim": 256, "hidden_dim": 256, "layers": 2, "dropout": 0.3,
+                "seq_len": 64, "batch_size": 32, "vocab_size": 4000, "tie_weights": True},
+}
+
+DEFAULT_CORPUS_NAME = "tang_poems.txt"
+
+# `lmcli train` with no corpus: Tang poems at char level, sized to give recognisable
+# verse within a few minutes on two CPU cores (see README for what it produces).
+DEFAULT_CORPUS_RECIPE: dict[str, Any] = {
+    "level": "char", "model": "lstm", "layers": 1, "embed_dim": 64, "hidden_dim": 384,
+    "dropout": 0.1, "vocab_size": 4000, "min_freq": 2, "seq_len": 64, "batch_size": 32,
+    "lr": 3e-3, "time_limit": 300.0, "valid_fraction": 0.02,
+}
+
+
+def corpora_dirs() -> list[Path]:
+    """Where bundled corpora may live: next to the package source, then the current folder."""
+    here = Path(__file__).resolve().parent.parent / "corpora"
+    return [here, Path.cwd() / "corpora"]
+
+
+def bundled_corpus(name: str = DEFAULT_CORPUS_NAME) -> Path:
+    """Path of a bundled corpus file; a clear error when lmcli was installed without them."""
+    for directory in corpora_dirs():
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    looked = ", ".join(str(d) for d in corpora_dirs())
+    raise LmcliError(f"the bundled corpus {name} is not here (looked in {looked}); "
+                     "run from a checkout of lmcli or pass a corpus file")
+
+
+def resolve_settings(given: dict[str, Any], *, use_default_corpus: bool) -> dict[str, Any]:
+    """Merge flags the user gave (``None`` = not given) with the recipe and level defaults."""
+    settings = {k: v for k, v in given.items() if v is not None}
+    if use_default_corpus:
+        for key, value in DEFAULT_CORPUS_RECIPE.items():
+            settings.setdefault(key, value)
+    level = settings.get("level", "char")
+    settings["level"] = level
+    for key, value in LEVEL_DEFAULTS.get(level, {}).items():
+        settings.setdefault(key, value)
+    return settings

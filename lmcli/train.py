@@ -1,0 +1,663 @@
+"""Training: truncated BPTT with the state carried across windows, validation, learning-rate
+decay on plateaus, early stopping, checkpoints and exact resume.
+
+:func:`train` reports progress through a callback of small event objects (the CLI draws
+them with rich; tests collect them); it never prints. The hot loop keeps losses on the
+device and reads them back only when an event is due (a few times a second), so there
+is no host sync per step on a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmcli import checkpoint as ckpt
+from lmcli.data import BpttBatches, CorpusData, DataConfig, DataEvent, load_corpus
+from lmcli.devices import amp_dtype, autocast, describe, resolve_device
+from lmcli.errors import LmcliError, UsageError
+from lmcli.model import RNNLM, ModelConfig, State, detach_state
+
+OPTIMIZERS = ("adam", "sgd")
+LOG_EVERY = 100  # steps between "train" lines in metrics.jsonl
+
+
+@dataclass
+class TrainConfig:
+    """How to train. ``None`` in lr / clip / lr_decay means the optimizer's default."""
+
+    seq_len: int = 64
+    batch_size: int = 32
+    epochs: int | None = 10
+    max_steps: int | None = None
+    time_limit: float | None = None  # seconds
+    optimizer: str = "adam"
+    lr: float | None = None
+    clip: float | None = None
+    weight_decay: float = 0.0
+    lr_decay: float | None = None
+    patience: int = 5
+    eval_every: int | None = None  # steps; None: four times an epoch (at most every 2000)
+    seed: int = 1234
+    device: str = "auto"
+    amp: bool = False
+
+    # Settings that may change when a run is resumed (budgets and where to run).
+    RESUMABLE = ("epochs", "max_steps", "time_limit", "patience", "eval_every", "device", "amp")
+
+    def resolved(self) -> TrainConfig:
+        """A copy with the optimizer defaults filled in, checked."""
+        if self.optimizer not in OPTIMIZERS:
+            raise UsageError(f"unknown optimizer {self.optimizer!r}; choose adam or sgd")
+        defaults = {"adam": (2e-3, 1.0, 0.5), "sgd": (20.0, 0.25, 0.25)}[self.optimizer]
+        config = TrainConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
+        config.lr = defaults[0] if self.lr is None else self.lr
+        config.clip = defaults[1] if self.clip is None else self.clip
+        config.lr_decay = defaults[2] if self.lr_decay is None else self.lr_decay
+        checks = [
+            (config.seq_len >= 1, f"--seq-len must be at least 1, got {config.seq_len}"),
+            (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
+            (config.epochs is None or config.epochs >= 1, f"--epochs must be at least 1, got {config.epochs}"),
+            (config.max_steps is None or config.max_steps >= 1,
+             f"--max-steps must be at least 1, got {config.max_steps}"),
+            (config.time_limit is None or config.time_limit > 0,
+             f"--time-limit must be positive, got {config.time_limit}"),
+            (config.lr > 0 and math.isfinite(config.lr), f"--lr must be positive, got {config.lr}"),
+            (config.clip >= 0, f"--clip must be >= 0 (0 turns clipping off), got {config.clip}"),
+            (config.weight_decay >= 0, f"--weight-decay must be >= 0, got {config.weight_decay}"),
+            (0 < config.lr_decay <= 1, f"--lr-decay must be in (0, 1], got {config.lr_decay}"),
+            (config.patience >= 1, f"--patience must be at least 1, got {config.patience}"),
+            (config.eval_every is None or config.eval_every >= 1,
+             f"--eval-every must be at least 1, got {config.eval_every}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# ----------------------------------------------------------------------------- events
+
+
+@dataclass
+class Started:
+    device: str
+    parameters: int
+    vocab_size: int
+    train_tokens: int
+    valid_tokens: int
+    steps_per_epoch: int
+    total_steps: int | None
+    tokens_per_step: int
+    resumed_from_step: int
+    out_dir: Path
+
+
+@dataclass
+class Progress:
+    step: int
+    total_steps: int | None
+    epoch: int
+    loss: float
+    perplexity: float
+    tokens_per_second: float
+    lr: float
+    elapsed: float
+    eta_seconds: float | None
+    fraction: float | None  # share of the budget (steps or time, whichever ends first) done
+
+
+@dataclass
+class Validated:
+    step: int
+    epoch: int
+    loss: float
+    perplexity: float
+    best_loss: float
+    improved: bool
+    lr: float
+
+
+@dataclass
+class EpochEnded:
+    epoch: int
+    train_loss: float
+    train_perplexity: float
+    valid_loss: float | None
+    valid_perplexity: float | None
+    seconds: float
+    tokens_per_second: float
+    lr: float
+
+
+@dataclass
+class Note:
+    text: str
+
+
+@dataclass
+class Finished:
+    reason: str  # completed | max_steps | time_limit | early_stopping | interrupted
+    step: int
+    epoch: int
+    best_valid_loss: float | None
+    best_path: Path
+    last_path: Path
+    elapsed: float
+    tokens_per_second: float
+
+
+Event = Started | Progress | Validated | EpochEnded | Note | Finished
+
+
+@dataclass
+class RunState:
+    """Everything that changes as training proceeds; saved for --resume."""
+
+    step: int = 0
+    epoch: int = 0  # epochs finished
+    window: int = 0  # next window inside the current epoch
+    tokens_seen: int = 0
+    lr: float = 0.0
+    best_loss: float | None = None  # best validation loss seen (chooses best.pt)
+    plateau_best: float | None = None  # best loss at scheduled validations (drives decay)
+    stalls: int = 0
+    validated_at: int = -1  # step of the last validation, and its loss
+    valid_loss: float | None = None
+    scheduled_at: int = -1  # step of the last scheduled validation (plateau logic)
+    elapsed: float = 0.0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _perplexity(loss: float) -> float:
+    return math.exp(min(loss, 700.0))
+
+
+@dataclass
+class _Mark:
+    time: float
+    total: float
+    steps: int
+    tokens: int
+
+
+class _LossMeter:
+    """Sums step losses on the device. A mean is read back (one host sync) only when an
+    event is due, never per step."""
+
+    def __init__(self, device: torch.device, tokens: Callable[[], int]) -> None:
+        self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.steps = 0
+        self._tokens = tokens
+        self._read = (0, 0.0)  # (steps, total) at the last read: no sync when nothing changed
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.total += loss.detach()
+        self.steps += 1
+
+    def value(self) -> float:
+        if self._read[0] != self.steps:
+            total = float(self.total.item())
+            if not math.isfinite(total):
+                raise LmcliError("training diverged (the loss is not finite); lower --lr or "
+                                 "--clip. Checkpoints written before are kept")
+            self._read = (self.steps, total)
+        return self._read[1]
+
+    def mark(self) -> _Mark:
+        return _Mark(time.perf_counter(), self.value(), self.steps, self._tokens())
+
+    def since(self, mark: _Mark) -> tuple[float, float, int]:
+        """(mean loss, seconds, steps) since ``mark``."""
+        steps = self.steps - mark.steps
+        mean = (self.value() - mark.total) / steps if steps else float("nan")
+        return mean, time.perf_counter() - mark.time, steps
+
+
+def stream_loss(model: RNNLM, tokens: np.ndarray, *, batch_size: int, seq_len: int,
+                device: torch.device, amp: bool = False) -> float:
+    """Mean cross-entropy (nats per token) over a token stream, state carried across
+    windows as in training (eval mode: no dropout)."""
+    batches = BpttBatches(tokens, min(batch_size, max(1, (len(tokens) - 1) // 2)), seq_len,
+                          keep_partial=True)
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    count = 0
+    state = model.initial_state(batches.batch_size, device)
+    with torch.no_grad():
+        for i in range(len(batches)):
+            inputs, targets = (t.to(device, non_blocking=True) for t in batches.window(i))
+            with autocast(device, amp):
+                logits, state = model(inputs, state)
+            total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                     targets.reshape(-1), reduction="sum").double()
+            count += targets.numel()
+    model.train(was_training)
+    return float(total.item()) / max(count, 1)
+
+
+def _capture_rng() -> dict[str, Any]:
+    # Only torch draws random numbers during training (dropout).
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+    }
+
+
+def _restore_rng(saved: dict[str, Any]) -> None:
+    torch.set_rng_state(saved["torch"])
+    if saved.get("cuda") and torch.cuda.is_available():
+        states = saved["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all(states)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _make_optimizer(model: RNNLM, config: TrainConfig) -> torch.optim.Optimizer:
+    params = list(model.parameters())
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+class Trainer:
+    """One training run over prepared data. Use :func:`train` unless you need the parts."""
+
+    def __init__(self, data: CorpusData, model_config: ModelConfig, config: TrainConfig,
+                 out_dir: Path, data_config: dict[str, Any], *,
+                 on_event: Callable[[Event], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None,
+                 resume_from: ckpt.Checkpoint | None = None) -> None:
+        self.data = data
+        self.config = config.resolved()
+        self.model_config = model_config.validate()
+        self.data_config = data_config
+        self.out_dir = Path(out_dir)
+        self.emit = on_event or (lambda event: None)
+        self.should_stop = should_stop or (lambda: False)
+        self.device = resolve_device(self.config.device)
+        if self.config.amp and self.device.type != "cuda":
+            self.emit(Note("--amp only applies on a CUDA device; training in fp32"))
+
+        _seed_everything(self.config.seed)
+        self.model = RNNLM(self.model_config).to(self.device)
+        self.optimizer = _make_optimizer(self.model, self.config)
+        use_scaler = self.config.amp and self.device.type == "cuda" and amp_dtype(self.device) == torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.batches = BpttBatches(data.train, self.config.batch_size, self.config.seq_len)
+        self.run = RunState(lr=float(self.config.lr))
+        self.hidden: State | None = None
+        if resume_from is not None:
+            self._restore(resume_from)
+
+    # -- bookkeeping ------------------------------------------------------------------
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)
+
+    @property
+    def eval_every(self) -> int:
+        if self.config.eval_every is not None:
+            return self.config.eval_every
+        return max(1, min(2000, math.ceil(self.steps_per_epoch / 4)))
+
+    @property
+    def total_steps(self) -> int | None:
+        limits = []
+        if self.config.epochs is not None:
+            limits.append(self.config.epochs * self.steps_per_epoch)
+        if self.config.max_steps is not None:
+            limits.append(self.config.max_steps)
+        return min(limits) if limits else None
+
+    def _set_lr(self, lr: float) -> None:
+        self.run.lr = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _record(self, entry: dict[str, Any]) -> None:
+        entry = {"time": round(self.run.elapsed, 3),
+                 **{k: None if isinstance(v, float) and not math.isfinite(v) else v
+                    for k, v in entry.items()}}
+        self.run.metrics.append(entry)
+        with open(self.out_dir / ckpt.METRICS, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    def _provenance(self) -> dict[str, Any]:
+        return {**self.data.provenance(), "device": describe(self.device)}
+
+    def _payload(self, with_training_state: bool, valid_loss: float | None) -> dict[str, Any]:
+        training_state = None
+        if with_training_state:
+            run = asdict(self.run)
+            run.pop("metrics")
+            training_state = {
+                "run": run,
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+                "hidden": list(self.hidden) if self.hidden is not None else None,
+                "rng": _capture_rng(),
+            }
+        return ckpt.make_payload(
+            model=self.model, tokenizer=self.data.tokenizer, model_config=self.model_config,
+            data_config=self.data_config, train_config=self.config.to_dict(),
+            step=self.run.step, epoch=self.run.epoch, tokens_seen=self.run.tokens_seen,
+            metrics=self.run.metrics, valid_loss=valid_loss, provenance=self._provenance(),
+            training_state=training_state)
+
+    def save_last(self) -> None:
+        ckpt.save(self._payload(True, self.run.best_loss), self.out_dir / ckpt.LAST)
+
+    def save_best(self, valid_loss: float | None) -> None:
+        ckpt.save(self._payload(False, valid_loss), self.out_dir / ckpt.BEST)
+
+    def _restore(self, checkpoint: ckpt.Checkpoint) -> None:
+        state = checkpoint.training_state
+        if state is None:
+            raise LmcliError(f"{checkpoint.path} holds no training state to resume from")
+        self.model.load_state_dict(checkpoint.payload["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler") and self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        known = {f.name for f in fields(RunState)}
+        self.run = RunState(**{k: v for k, v in state["run"].items() if k in known},
+                            metrics=list(checkpoint.payload.get("metrics", [])))
+        self._set_lr(self.run.lr)
+        hidden = state.get("hidden")
+        self.hidden = tuple(h.to(self.device) for h in hidden) if hidden is not None else None
+        _restore_rng(state["rng"])
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def validate(self, scheduled: bool) -> float | None:
+        """Validation loss, best checkpoint and (when ``scheduled``) the plateau logic.
+        Unscheduled validations (at a time limit, say) never change the schedule, so that a
+        run stopped and resumed follows the same path as one left alone. The loss at a step
+        is computed once, however many times it is asked for."""
+        run = self.run
+        if self.data.valid is None:
+            return None
+        if run.validated_at == run.step and run.valid_loss is not None:
+            loss = run.valid_loss
+        else:
+            loss = stream_loss(self.model, self.data.valid, batch_size=self.config.batch_size,
+                               seq_len=self.config.seq_len, device=self.device, amp=self.config.amp)
+            if not math.isfinite(loss):
+                raise LmcliError(f"training diverged at step {run.step} (validation loss is "
+                                 f"{loss}); lower --lr or --clip. Checkpoints written before are kept")
+            run.validated_at, run.valid_loss = run.step, loss
+            improved = run.best_loss is None or loss < run.best_loss
+            if improved:
+                run.best_loss = loss
+                self.save_best(loss)
+            self._record({"event": "valid", "step": run.step, "epoch": run.epoch, "loss": loss,
+                          "perplexity": _perplexity(loss), "lr": run.lr, "improved": improved})
+            self.emit(Validated(run.step, run.epoch, loss, _perplexity(loss),
+                                float(run.best_loss), improved, run.lr))
+        if scheduled and run.scheduled_at != run.step:
+            run.scheduled_at = run.step
+            if run.plateau_best is None or loss < run.plateau_best:
+                run.plateau_best = loss
+                run.stalls = 0
+            else:
+                run.stalls += 1
+                self._set_lr(run.lr * float(self.config.lr_decay))
+                self.emit(Note(f"validation did not improve: learning rate now {run.lr:.3g}"))
+        return loss
+
+    def fit(self) -> Finished:
+        """Train until a budget or early stopping ends the run; checkpoints on the way."""
+        config, run, model = self.config, self.run, self.model
+        self.emit(Started(describe(self.device), model.num_parameters(), self.model_config.vocab_size,
+                          len(self.data.train), len(self.data.valid) if self.data.valid is not None else 0,
+                          self.steps_per_epoch, self.total_steps, self.batches.tokens_per_window,
+                          run.step, self.out_dir))
+        model.train()
+        vocab = self.model_config.vocab_size
+        params = [p for p in model.parameters() if p.requires_grad]
+        meter = _LossMeter(self.device, lambda: run.tokens_seen)
+        session_start = time.perf_counter()
+        elapsed_before, tokens_before = run.elapsed, run.tokens_seen
+        shown = logged = epoch_mark = meter.mark()
+
+        def session_seconds() -> float:
+            return time.perf_counter() - session_start
+
+        reason = "completed"
+        while config.epochs is None or run.epoch < config.epochs:
+            if self.hidden is None or run.window == 0:
+                self.hidden = model.initial_state(config.batch_size, self.device)
+            stop_reason = None
+            for window in range(run.window, self.steps_per_epoch):
+                if self.should_stop():
+                    stop_reason = "interrupted"
+                    break
+                inputs, targets = (t.to(self.device, non_blocking=True)
+                                   for t in self.batches.window(window))
+                with autocast(self.device, config.amp):
+                    logits, hidden = model(inputs, self.hidden)  # (batch, time, vocab)
+                    loss = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1))
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if config.clip:
+                    self.scaler.unscale_(self.optimizer)
+                    torch.nn.utils.clip_grad_norm_(params, config.clip)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.hidden = detach_state(hidden)
+                meter.add(loss)
+                run.step += 1
+                run.window = window + 1
+                run.tokens_seen += targets.numel()
+                run.elapsed = elapsed_before + session_seconds()
+
+                if time.perf_counter() - shown.time >= 0.5 or run.step == 1:
+                    loss_now, seconds, steps = meter.since(shown)
+                    rate = steps * self.batches.tokens_per_window / max(seconds, 1e-9)
+                    self.emit(self._progress(loss_now, rate, session_seconds()))
+                    shown = meter.mark()
+                if run.step % LOG_EVERY == 0:
+                    loss_now, _, _ = meter.since(logged)
+                    self._record({"event": "train", "step": run.step, "epoch": run.epoch,
+                                  "loss": loss_now, "lr": run.lr, "tokens": run.tokens_seen})
+                    logged = meter.mark()
+                if run.step % self.eval_every == 0 and run.window < self.steps_per_epoch:
+                    self._checkpoint_point(scheduled=True)
+                    if run.stalls >= config.patience:
+                        stop_reason = "early_stopping"
+                        break
+                if config.max_steps is not None and run.step >= config.max_steps:
+                    stop_reason = "max_steps"
+                    break
+                if config.time_limit is not None and session_seconds() >= config.time_limit:
+                    stop_reason = "time_limit"
+                    break
+            if stop_reason is not None:
+                reason = stop_reason
+                break
+            # End of an epoch: summary, scheduled validation, next epoch from the start.
+            train_loss, seconds, _ = meter.since(epoch_mark)
+            tokens = run.tokens_seen - epoch_mark.tokens
+            run.epoch += 1
+            run.window = 0
+            self.hidden = None
+            valid_loss = self._checkpoint_point(scheduled=True)
+            self._record({"event": "epoch", "step": run.step, "epoch": run.epoch,
+                          "train_loss": train_loss, "valid_loss": valid_loss,
+                          "seconds": seconds, "lr": run.lr})
+            self.emit(EpochEnded(run.epoch, train_loss, _perplexity(train_loss), valid_loss,
+                                 None if valid_loss is None else _perplexity(valid_loss),
+                                 seconds, tokens / max(seconds, 1e-9), run.lr))
+            epoch_mark = meter.mark()
+            if run.stalls >= config.patience:
+                reason = "early_stopping"
+                break
+
+        run.elapsed = elapsed_before + session_seconds()
+        if reason == "interrupted":
+            self.save_last()  # no validation: a resumed run follows the uninterrupted path
+        elif reason in ("max_steps", "time_limit"):
+            self._checkpoint_point(scheduled=False)
+        if not (self.out_dir / ckpt.BEST).exists():
+            self.save_best(run.best_loss)
+        self._record({"event": "end", "reason": reason, "step": run.step,
+                      "best_valid_loss": run.best_loss})
+        finished = Finished(reason, run.step, run.epoch, run.best_loss, self.out_dir / ckpt.BEST,
+                            self.out_dir / ckpt.LAST, run.elapsed,
+                            (run.tokens_seen - tokens_before) / max(session_seconds(), 1e-9))
+        self.emit(finished)
+        return finished
+
+    def _progress(self, loss: float, rate: float, session_seconds: float) -> Progress:
+        run, config = self.run, self.config
+        eta = fraction = None
+        total = self.total_steps
+        if total is not None:
+            fraction = run.step / total
+            if rate > 0:
+                eta = max(0, total - run.step) * self.batches.tokens_per_window / rate
+        if config.time_limit is not None:
+            left = max(0.0, config.time_limit - session_seconds)
+            eta = left if eta is None else min(eta, left)
+            fraction = max(fraction or 0.0, min(1.0, session_seconds / config.time_limit))
+        return Progress(run.step, total, run.epoch, loss, _perplexity(loss), rate, run.lr,
+                        run.elapsed, eta, fraction)
+
+    def _checkpoint_point(self, scheduled: bool) -> float | None:
+        """Validate (if there is validation data) and save the resumable checkpoint."""
+        loss = self.validate(scheduled)
+        self.save_last()
+        return loss
+
+
+def write_config_json(out_dir: Path, model_config: ModelConfig, config: TrainConfig,
+                      data_config: dict[str, Any], data: CorpusData) -> None:
+    """A readable copy of the resolved configuration next to the checkpoints."""
+    text = json.dumps({"model": model_config.to_dict(), "train": config.resolved().to_dict(),
+                       "data": data_config, "corpus": data.provenance()}, indent=2,
+                      ensure_ascii=False)
+    ckpt.atomic_write(out_dir / ckpt.CONFIG, lambda handle: handle.write(text.encode() + b"\n"))
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+@dataclass
+class RunRequest:
+    """A new training run: the corpus, how to read it, the model and the training."""
+
+    corpus: list[str]
+    data: DataConfig
+    model: dict[str, Any]  # ModelConfig fields except vocab_size
+    train: TrainConfig
+    out_dir: Path
+    force: bool = False
+
+
+def check_run_dir(out_dir: Path, *, force: bool) -> None:
+    """Refuse to start over another run's checkpoints unless ``force``; touches nothing."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LmcliError(f"--out {out_dir} is a file, not a folder")
+    if ((out_dir / ckpt.LAST).exists() or (out_dir / ckpt.BEST).exists()) and not force:
+        raise LmcliError(f"{out_dir} already holds a training run; use --resume to continue "
+                         "it, --force to start over, or another --out")
+
+
+def _clear_run_dir(out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (ckpt.BEST, ckpt.LAST, ckpt.METRICS, ckpt.CONFIG):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def start_run(request: RunRequest, *, on_event: Callable[[Event], None] | None = None,
+              on_data_event: DataEvent | None = None,
+              should_stop: Callable[[], bool] | None = None,
+              root: Path = ckpt.DEFAULT_ROOT) -> Finished:
+    """Train a new model. Everything is checked before the corpus is read, and the run
+    folder is only touched once the corpus has been read and encoded."""
+    out_dir = Path(request.out_dir)
+    check_run_dir(out_dir, force=request.force)
+    train_config = request.train.resolved()
+    ModelConfig(vocab_size=3, **request.model).validate()
+    resolve_device(train_config.device)
+    data = load_corpus(request.corpus, request.data, on_event=on_data_event)
+    model_config = ModelConfig(vocab_size=data.tokenizer.vocab_size, **request.model)
+    _clear_run_dir(out_dir)
+    trainer = Trainer(data, model_config, train_config, out_dir, request.data.to_dict(),
+                      on_event=on_event, should_stop=should_stop)
+    write_config_json(out_dir, model_config, train_config, request.data.to_dict(), data)
+    ckpt.record_latest(out_dir, root)
+    return trainer.fit()
+
+
+def resume_run(out_dir: Path, *, corpus: list[str] | None = None,
+               overrides: dict[str, Any] | None = None,
+               on_event: Callable[[Event], None] | None = None,
+               on_data_event: DataEvent | None = None,
+               should_stop: Callable[[], bool] | None = None,
+               root: Path = ckpt.DEFAULT_ROOT) -> Finished:
+    """Continue a run from its ``last.pt``: same tokenizer, same data position, same random
+    state. Only budgets and the device (``TrainConfig.RESUMABLE``) may change."""
+    out_dir = Path(out_dir)
+    if not (out_dir / ckpt.LAST).is_file():
+        raise LmcliError(f"nothing to resume in {out_dir} (no {ckpt.LAST})")
+    checkpoint = ckpt.load(out_dir / ckpt.LAST)
+    payload = checkpoint.payload
+    if checkpoint.training_state is None:
+        raise LmcliError(f"{checkpoint.path} holds no training state to resume from")
+    saved = TrainConfig.from_dict(payload["train_config"])
+    for key, value in (overrides or {}).items():
+        if key not in TrainConfig.RESUMABLE:
+            raise UsageError(f"--{key.replace('_', '-')} cannot change when resuming; only "
+                             + ", ".join("--" + k.replace("_", "-") for k in TrainConfig.RESUMABLE))
+        setattr(saved, key, value)
+    train_config = saved.resolved()
+    resolve_device(train_config.device)
+    provenance = payload.get("provenance", {})
+    paths = corpus or provenance.get("corpus") or []
+    data_config = DataConfig.from_dict(payload["data_config"])
+    data = load_corpus(paths, data_config, tokenizer=checkpoint.tokenizer, on_event=on_data_event)
+    if provenance.get("corpus_sha256") and data.scan.sha256 != provenance["corpus_sha256"]:
+        raise LmcliError("the corpus has changed since this run started (its sha256 differs); "
+                         "resume with the same text, or start a new run")
+    trainer = Trainer(data, checkpoint.model_config, train_config, out_dir, data_config.to_dict(),
+                      on_event=on_event, should_stop=should_stop, resume_from=checkpoint)
+    run = trainer.run
+    if train_config.epochs is not None and run.epoch >= train_config.epochs:
+        raise LmcliError(f"the run in {out_dir} already finished its {train_config.epochs} "
+                         "epochs; pass a larger --epochs (or --max-steps / --time-limit) to go on")
+    if train_config.max_steps is not None and run.step >= train_config.max_steps:
+        raise LmcliError(f"the run in {out_dir} already reached step {run.step}; pass a larger "
+                         "--max-steps to go on")
+    ckpt.record_latest(out_dir, root)
+    return trainer.fit()

@@ -1,0 +1,48 @@
+"""Parsing and showing the units people type and read: durations and counts."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from lmcli.errors import UsageError
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s|ms)?", re.IGNORECASE)
+_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``15m``, ``2h``, ``1h30m`` or a bare number of seconds."""
+    spec = text.strip().lower().replace(" ", "")
+    if not spec:
+        raise UsageError("empty duration; write it like 90s, 15m, 2h or 1h30m")
+    position = 0
+    total = 0.0
+    while position < len(spec):
+        match = _PART.match(spec, position)
+        if not match or match.end() == position:
+            raise UsageError(f"cannot read the duration {text!r}; write it like 90s, 15m, 2h or 1h30m")
+        total += float(match.group(1)) * _SECONDS[match.group(2)]
+        position = match.end()
+    if not math.isfinite(total) or total <= 0:
+        raise UsageError(f"a duration must be positive, got {text!r}")
+    return total
+
+
+def format_duration(seconds: float | None) -> str:
+    """``1:02:03`` / ``2:03`` style, or ``-`` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    seconds = int(round(max(0.0, seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_count(n: float) -> str:
+    """``950``, ``12.3k``, ``4.56M``, ``1.2G``."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= size:
+            value = n / size
+            return f"{value:.3g}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    return f"{n:.0f}" if float(n).is_integer() else f"{n:.3g}"
