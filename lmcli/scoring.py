@@ -1,0 +1,224 @@
+"""Sentence and token log-probabilities, batched with masks, and corpus evaluation.
+
+A sentence is scored from an empty context: the zero state with ``<EOS>`` as the input
+before its first token; its tokens are scored in turn and then the final ``<EOS>``
+(unless ``eos=False``, for prefixes). Sentences are grouped by length and padded; the
+padding sits after each sentence's end, so a causal model's scores for the real tokens
+do not depend on it, and a sentence scores the same alone or in any batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lmcli.data import BpttBatches, TextFiles, encode_stream
+from lmcli.errors import LmcliError
+from lmcli.model import RNNLM
+from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
+
+LN10 = math.log(10.0)
+LN2 = math.log(2.0)
+# Budget for one batch's logits (floats): keeps memory bounded on large vocabularies.
+LOGIT_BUDGET = 1 << 25
+
+
+@dataclass
+class SentenceScore:
+    text: str
+    logprob: float  # natural log, <EOS> term included unless scored without it
+    num_tokens: int  # tokens scored, <EOS> included
+    oov: int  # <UNK> tokens among them
+    unk_logprob: float  # the part of logprob spent on <UNK> tokens
+    token_ids: list[int] = field(default_factory=list)
+    token_logprobs: list[float] | None = None
+
+    @property
+    def log10prob(self) -> float:
+        return self.logprob / LN10
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(-self.logprob / self.num_tokens) if self.num_tokens else float("nan")
+
+
+def _batches(items: list[tuple[int, list[int]]], batch_size: int, vocab: int
+             ) -> Iterator[list[tuple[int, list[int]]]]:
+    """Length-sorted items cut into batches of at most ``batch_size`` sentences and a
+    bounded number of logits."""
+    items = sorted(items, key=lambda item: len(item[1]))
+    batch: list[tuple[int, list[int]]] = []
+    for item in items:
+        longest = len(item[1]) + 1
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * longest * vocab > LOGIT_BUDGET):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+@torch.no_grad()
+def _score_batch(model: RNNLM, batch: list[list[int]], eos: bool, device: torch.device
+                 ) -> list[np.ndarray]:
+    """Per-token log-probabilities (float64) of each id list in a batch."""
+    lengths = [len(ids) + 1 for ids in batch]  # targets: the ids, then <EOS>
+    width = max(lengths)
+    inputs = torch.full((len(batch), width), EOS_ID, dtype=torch.long)
+    targets = torch.full((len(batch), width), EOS_ID, dtype=torch.long)
+    for row, ids in enumerate(batch):
+        if ids:
+            inputs[row, 1:len(ids) + 1] = torch.tensor(ids)
+            targets[row, :len(ids)] = torch.tensor(ids)
+    inputs, targets = inputs.to(device), targets.to(device)
+    logits, _ = model(inputs)  # (batch, time, vocab)
+    # The normaliser in float64: scores exact for the logits, not just to float32.
+    logprobs = -F.cross_entropy(logits.double().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                reduction="none").reshape(len(batch), width)
+    rows = logprobs.double().cpu().numpy()
+    return [rows[r, : n if eos else n - 1] for r, n in enumerate(lengths)]
+
+
+def score_sentences(model: RNNLM, tokenizer: Tokenizer, sentences: Iterable[str], *,
+                    batch_size: int = 64, eos: bool = True, per_token: bool = False,
+                    group_size: int = 4096) -> Iterator[SentenceScore]:
+    """Scores in input order, streamed: ``group_size`` sentences are read, sorted by length,
+    scored in batches and given back before more are read."""
+    if batch_size < 1:
+        raise LmcliError(f"--batch-size must be at least 1, got {batch_size}")
+    device = model.embedding.weight.device
+    model.eval()
+    group: list[str] = []
+    for sentence in sentences:
+        group.append(sentence)
+        if len(group) >= group_size:
+            yield from _score_group(model, tokenizer, group, batch_size, eos, per_token, device)
+            group = []
+    if group:
+        yield from _score_group(model, tokenizer, group, batch_size, eos, per_token, device)
+
+
+def _score_group(model: RNNLM, tokenizer: Tokenizer, group: list[str], batch_size: int,
+                 eos: bool, per_token: bool, device: torch.device) -> list[SentenceScore]:
+    texts = [tokenizer.normalize(s) for s in group]
+    encoded = [tokenizer.encode(t) if t else [] for t in texts]
+    results: list[SentenceScore | None] = [None] * len(group)
+    for batch in _batches(list(enumerate(encoded)), batch_size, model.config.vocab_size):
+        scored = _score_batch(model, [ids for _, ids in batch], eos, device)
+        for (index, ids), logprobs in zip(batch, scored):
+            unk = np.array(ids[: len(logprobs)], dtype=np.int64) == UNK_ID
+            results[index] = SentenceScore(
+                text=texts[index], logprob=float(logprobs.sum()), num_tokens=len(logprobs),
+                oov=int(unk.sum()), unk_logprob=float(logprobs[: len(unk)][unk].sum()),
+                token_ids=ids + ([EOS_ID] if eos else []),
+                token_logprobs=logprobs.tolist() if per_token else None)
+    return [r for r in results if r is not None]
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@dataclass
+class Evaluation:
+    num_sentences: int
+    num_tokens: int
+    num_chars: int
+    oov: int
+    logprob: float  # total natural-log probability
+    unk_logprob: float
+    stream: bool = False
+
+    @property
+    def cross_entropy(self) -> float:
+        """Nats per token."""
+        return -self.logprob / self.num_tokens
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.cross_entropy)
+
+    @property
+    def perplexity_no_oov(self) -> float:
+        """KenLM's "excluding OOVs": <UNK> tokens' terms and counts left out."""
+        kept = self.num_tokens - self.oov
+        return math.exp(-(self.logprob - self.unk_logprob) / kept) if kept else float("nan")
+
+    @property
+    def bits_per_token(self) -> float:
+        return self.cross_entropy / LN2
+
+    @property
+    def bits_per_char(self) -> float:
+        """Total bits over the characters of the text (each line end counts as one), so
+        char, word and subword models compare on the same text."""
+        return -self.logprob / LN2 / self.num_chars
+
+    def to_dict(self) -> dict[str, float | int | bool]:
+        return {
+            "perplexity": self.perplexity,
+            "perplexity_no_oov": self.perplexity_no_oov,
+            "cross_entropy": self.cross_entropy,
+            "bits_per_token": self.bits_per_token,
+            "bits_per_char": self.bits_per_char,
+            "num_sentences": self.num_sentences,
+            "num_tokens": self.num_tokens,
+            "num_chars": self.num_chars,
+            "oov": self.oov,
+            "logprob": self.logprob,
+            "stream": self.stream,
+        }
+
+
+def _lines(files: TextFiles) -> Iterator[str]:
+    for lines in files.line_blocks():
+        yield from lines
+
+
+def evaluate_file(model: RNNLM, tokenizer: Tokenizer, files: TextFiles, *, batch_size: int = 64,
+                  stream: bool = False, seq_len: int = 256) -> Evaluation:
+    """Perplexity and friends over a text file. Each non-blank line is scored from an empty
+    context exactly as :func:`score_sentences` does, unless ``stream`` carries the state
+    across lines (one lane, in order, as the text reads)."""
+    num_chars = sum(len(t) + 1 for t in map(tokenizer.normalize, _lines(files)) if t)
+    if num_chars == 0:
+        raise LmcliError(f"nothing to evaluate: {', '.join(map(str, files.paths))} has no text")
+    if stream:
+        return _evaluate_stream(model, tokenizer, files, num_chars, seq_len)
+    sentences = num_tokens = oov = 0
+    logprob = unk_logprob = 0.0
+    nonblank = (line for line in _lines(files) if tokenizer.normalize(line))
+    for score in score_sentences(model, tokenizer, nonblank, batch_size=batch_size):
+        sentences += 1
+        num_tokens += score.num_tokens
+        oov += score.oov
+        logprob += score.logprob
+        unk_logprob += score.unk_logprob
+    return Evaluation(sentences, num_tokens, num_chars, oov, logprob, unk_logprob)
+
+
+@torch.no_grad()
+def _evaluate_stream(model: RNNLM, tokenizer: Tokenizer, files: TextFiles, num_chars: int,
+                     seq_len: int) -> Evaluation:
+    tokens = encode_stream(tokenizer, files.line_blocks())
+    device = model.embedding.weight.device
+    model.eval()
+    batches = BpttBatches(tokens, 1, seq_len, keep_partial=True)
+    state = model.initial_state(1, device)
+    logprob = torch.zeros((), dtype=torch.float64, device=device)
+    unk_logprob = torch.zeros((), dtype=torch.float64, device=device)
+    for i in range(len(batches)):
+        inputs, targets = (t.to(device) for t in batches.window(i))
+        logits, state = model(inputs, state)
+        lp = -F.cross_entropy(logits.double().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                              reduction="none")
+        logprob += lp.sum()
+        unk_logprob += lp[targets.reshape(-1) == UNK_ID].sum()
+    scored = tokens[1:]
+    return Evaluation(int((scored == EOS_ID).sum()), int(len(scored)), num_chars,
+                      int((scored == UNK_ID).sum()), float(logprob.item()),
+                      float(unk_logprob.item()), stream=True)
