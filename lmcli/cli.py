@@ -1,0 +1,583 @@
+"""The command-line program: parses options, calls the library, shows the results.
+
+Data goes to stdout (text, TSV or ``--json`` lines) so it pipes; progress, tables meant for
+people, warnings and errors go to stderr. A library :class:`LmcliError` becomes one red
+line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import math
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from lmcli import __version__
+from lmcli import checkpoint as ckpt
+from lmcli import ui
+from lmcli.data import DataConfig, TextFiles, iter_chunks, chunk_lines
+from lmcli.devices import resolve_device
+from lmcli.errors import LmcliError, UsageError
+from lmcli.recipes import bundled_corpus, resolve_settings
+from lmcli.sampling import SamplingConfig, generate as generate_samples
+from lmcli.scoring import evaluate_file, score_sentences
+from lmcli.tokenizers import UNK_ID
+from lmcli.train import RunRequest, TrainConfig, resume_run, start_run
+from lmcli.units import format_count, parse_duration
+
+app = typer.Typer(
+    name="lmcli",
+    help="Train recurrent (RNN / LSTM / GRU) language models on a text file; write poems, "
+         "score sentences, evaluate perplexity.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly_errors(command: F) -> F:
+    """Turn library errors into one red line and an exit code (also under CliRunner)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except LmcliError as exc:
+            ui.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            ui.error("interrupted")
+            raise typer.Exit(130) from None
+        except BrokenPipeError:
+            # `lmcli score ... | head`: the reader left; that is not an error.
+            sys.stderr.close()
+            raise typer.Exit(0) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"lmcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=version_callback, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    """lmcli: recurrent language models from the shell."""
+
+
+class Level(str, Enum):
+    char = "char"
+    word = "word"
+    bpe = "bpe"
+    unigram = "unigram"
+
+
+class Cell(str, Enum):
+    rnn = "rnn"
+    lstm = "lstm"
+    gru = "gru"
+
+
+class Optimizer(str, Enum):
+    adam = "adam"
+    sgd = "sgd"
+
+
+CheckpointOption = Annotated[
+    str | None, typer.Option("--checkpoint", "-c", show_default=False,
+                             help="A run folder (its best checkpoint) or a checkpoint file. "
+                                  "Default: the last `lmcli train` run.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="JSON lines on stdout, nothing else.")]
+
+_DATA, _MODEL, _TRAIN, _RUN = "Data", "Model", "Training", "Run"
+
+
+def _level_value(value: Enum | None) -> str | None:
+    return value.value if value is not None else None
+
+
+# ----------------------------------------------------------------------------- train
+
+
+class _StopFlag:
+    """Set by the first Ctrl-C / SIGTERM while training; a second Ctrl-C aborts."""
+
+    def __init__(self, display: ui.TrainDisplay) -> None:
+        self.requested = False
+        self.training = False
+        self.display = display
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if not self.training or self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        if not self.display.json_mode:
+            self.display.console.print("[yellow]stopping: saving a resumable checkpoint "
+                                       "(Ctrl-C again to abort without saving)[/]")
+
+
+def _default_out_dir(corpus: list[str], level: str, cell: str) -> Path:
+    stem = Path(corpus[0]).name.split(".")[0] if corpus else "run"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return ckpt.DEFAULT_ROOT / f"{stem}-{level}-{cell}-{stamp}"
+
+
+@app.command()
+@friendly_errors
+def train(
+    corpus: Annotated[list[Path] | None, typer.Argument(
+        show_default=False, help="Text files, one sentence per line. None: the bundled Tang "
+                                 "poems at char level, a few minutes on a CPU.")] = None,
+    level: Annotated[Level | None, typer.Option(help="Tokens: char, word, bpe or unigram. (default: char)",
+                                                rich_help_panel=_DATA, show_default=False)] = None,
+    vocab_size: Annotated[int | None, typer.Option(help="Keep at most this many token types, "
+                                                   "<EOS> and <UNK> included. (default: all; 4000 for bpe/unigram)",
+                                                   rich_help_panel=_DATA, show_default=False)] = None,
+    min_freq: Annotated[int | None, typer.Option(help="Keep char/word tokens seen at least this "
+                                                 "often; rarer ones become <UNK>. (default: 2)",
+                                                 rich_help_panel=_DATA, show_default=False)] = None,
+    lowercase: Annotated[bool | None, typer.Option("--lowercase/--no-lowercase", help="Lowercase the text.",
+                                                   rich_help_panel=_DATA, show_default=False)] = None,
+    valid: Annotated[Path | None, typer.Option(help="Validation text file. Default: hold out "
+                                               "--valid-fraction of the corpus.",
+                                               rich_help_panel=_DATA, show_default=False)] = None,
+    valid_fraction: Annotated[float | None, typer.Option(help="Share of corpus lines held out "
+                                                         "for validation (0 = none). (default: 0.05)",
+                                                         rich_help_panel=_DATA, show_default=False)] = None,
+    encoding: Annotated[str | None, typer.Option(help="Text encoding of the files. (default: utf-8)",
+                                                 rich_help_panel=_DATA, show_default=False)] = None,
+    errors: Annotated[str | None, typer.Option(help="On undecodable bytes: strict, replace or "
+                                               "ignore. (default: strict)",
+                                               rich_help_panel=_DATA, show_default=False)] = None,
+    model: Annotated[Cell | None, typer.Option(help="Recurrent cell: rnn (tanh Elman), lstm or "
+                                               "gru. (default: lstm)", rich_help_panel=_MODEL,
+                                               show_default=False)] = None,
+    layers: Annotated[int | None, typer.Option(help="Stacked recurrent layers. (default: 2)",
+                                               rich_help_panel=_MODEL, show_default=False)] = None,
+    embed_dim: Annotated[int | None, typer.Option(help="Embedding size.", rich_help_panel=_MODEL,
+                                                  show_default=False)] = None,
+    hidden_dim: Annotated[int | None, typer.Option(help="Hidden state size.", rich_help_panel=_MODEL,
+                                                   show_default=False)] = None,
+    dropout: Annotated[float | None, typer.Option(help="Dropout on embeddings, between layers "
+                                                  "and on outputs.", rich_help_panel=_MODEL,
+                                                  show_default=False)] = None,
+    tie_weights: Annotated[bool | None, typer.Option("--tie-weights/--no-tie-weights",
+                                                     help="Share the embedding with the output "
+                                                          "layer. (default: on for word/subword)",
+                                                     rich_help_panel=_MODEL, show_default=False)] = None,
+    seq_len: Annotated[int | None, typer.Option(help="BPTT length: tokens per window.",
+                                                rich_help_panel=_TRAIN, show_default=False)] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Parallel lanes of text per step.",
+                                                   rich_help_panel=_TRAIN, show_default=False)] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the corpus. (default: 10)",
+                                               rich_help_panel=_TRAIN, show_default=False)] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Stop after this many steps.",
+                                                  rich_help_panel=_TRAIN, show_default=False)] = None,
+    time_limit: Annotated[str | None, typer.Option(help="Stop after this long (90s, 15m, 2h) and "
+                                                   "keep the best model.",
+                                                   rich_help_panel=_TRAIN, show_default=False)] = None,
+    optimizer: Annotated[Optimizer | None, typer.Option(help="adam or sgd. (default: adam)",
+                                                        rich_help_panel=_TRAIN, show_default=False)] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate. (default: 0.002 adam, 20 sgd)",
+                                             rich_help_panel=_TRAIN, show_default=False)] = None,
+    clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0 = off). "
+                                               "(default: 1.0 adam, 0.25 sgd)",
+                                               rich_help_panel=_TRAIN, show_default=False)] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="L2 weight decay. (default: 0)",
+                                                       rich_help_panel=_TRAIN, show_default=False)] = None,
+    lr_decay: Annotated[float | None, typer.Option(help="Multiply the learning rate by this when "
+                                                   "validation stalls. (default: 0.5 adam, 0.25 sgd)",
+                                                   rich_help_panel=_TRAIN, show_default=False)] = None,
+    patience: Annotated[int | None, typer.Option(help="Stop after this many validations in a "
+                                                 "row without improvement. (default: 5)",
+                                                 rich_help_panel=_TRAIN, show_default=False)] = None,
+    eval_every: Annotated[int | None, typer.Option(help="Validate every N steps. (default: 4 times "
+                                                   "an epoch)", rich_help_panel=_TRAIN,
+                                                   show_default=False)] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed; the same seed and data give the "
+                                             "same run on a CPU. (default: 1234)",
+                                             rich_help_panel=_TRAIN, show_default=False)] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N. (default: auto)",
+                                               rich_help_panel=_RUN, show_default=False)] = None,
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA "
+                                             "(bf16 where supported, else fp16).",
+                                             rich_help_panel=_RUN, show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder. (default: "
+                                             "checkpoints/CORPUS-LEVEL-MODEL-TIME)",
+                                             rich_help_panel=_RUN, show_default=False)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out (default: "
+                                         "the last run) where it stopped.",
+                                         rich_help_panel=_RUN)] = False,
+    force: Annotated[bool, typer.Option("--force", help="Start over in an --out folder that "
+                                        "holds a run.", rich_help_panel=_RUN)] = False,
+    sample: Annotated[bool, typer.Option("--sample/--no-sample", help="Show samples from the "
+                                         "best model at the end.", rich_help_panel=_RUN)] = True,
+    json_output: Annotated[bool, typer.Option("--json", help="Events as JSON lines on stdout "
+                                              "instead of progress bars.", rich_help_panel=_RUN)] = False,
+) -> None:
+    """Build the vocabulary and train a language model; save the best and the last checkpoints."""
+    seconds = parse_duration(time_limit) if time_limit is not None else None
+    budget = {"epochs": epochs, "max_steps": max_steps, "time_limit": seconds, "patience": patience,
+              "eval_every": eval_every, "device": device, "amp": amp}
+    display = ui.TrainDisplay(json_mode=json_output)
+    stop = _StopFlag(display)
+    previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def on_event(event: Any) -> None:
+        stop.training = True
+        display.event(event)
+
+    try:
+        if resume:
+            given = {"level": level, "vocab_size": vocab_size, "min_freq": min_freq,
+                     "lowercase": lowercase, "valid": valid, "valid_fraction": valid_fraction,
+                     "encoding": encoding, "errors": errors, "model": model, "layers": layers,
+                     "embed_dim": embed_dim, "hidden_dim": hidden_dim, "dropout": dropout,
+                     "tie_weights": tie_weights, "seq_len": seq_len, "batch_size": batch_size,
+                     "optimizer": optimizer, "lr": lr, "clip": clip, "weight_decay": weight_decay,
+                     "lr_decay": lr_decay, "seed": seed}
+            fixed = [name for name, value in given.items() if value is not None]
+            if fixed:
+                raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change when resuming; "
+                                 "only --epochs, --max-steps, --time-limit, --patience, "
+                                 "--eval-every, --device and --amp can")
+            run_dir = out or ckpt.latest_run()
+            if run_dir is None:
+                raise LmcliError("nothing to resume: no --out given and no run recorded in checkpoints/")
+            finished = resume_run(run_dir, corpus=[str(p) for p in corpus] if corpus else None,
+                                  overrides={k: v for k, v in budget.items() if v is not None},
+                                  on_event=on_event, on_data_event=display.data_event,
+                                  should_stop=stop)
+        else:
+            use_default = not corpus
+            paths = [str(p) for p in corpus] if corpus else [str(bundled_corpus())]
+            settings = resolve_settings({
+                "level": _level_value(level), "vocab_size": vocab_size, "min_freq": min_freq,
+                "lowercase": lowercase, "valid_fraction": valid_fraction, "model": _level_value(model),
+                "layers": layers, "embed_dim": embed_dim, "hidden_dim": hidden_dim,
+                "dropout": dropout, "tie_weights": tie_weights, "seq_len": seq_len,
+                "batch_size": batch_size, "optimizer": _level_value(optimizer), "lr": lr,
+                "clip": clip, "weight_decay": weight_decay, "lr_decay": lr_decay, "seed": seed,
+                **budget}, use_default_corpus=use_default)
+            if use_default and not json_output:
+                ui.stderr_console().print(
+                    f"[bold]no corpus given:[/] training on the bundled Tang poems ({paths[0]}) at "
+                    f"char level for {settings['time_limit'] / 60:g} minutes "
+                    "(pass a file to train on your own text)")
+            data_config = DataConfig(**{k: settings[k] for k in (
+                "level", "vocab_size", "min_freq", "lowercase", "valid_fraction") if k in settings},
+                encoding=encoding or "utf-8", errors=errors or "strict",
+                valid_file=str(valid) if valid else None)
+            train_config = TrainConfig(**{k: settings[k] for k in (
+                "seq_len", "batch_size", "epochs", "max_steps", "time_limit", "optimizer", "lr",
+                "clip", "weight_decay", "lr_decay", "patience", "eval_every", "seed", "device",
+                "amp") if k in settings})
+            model_fields = {"cell": settings.get("model", "lstm"), **{k: settings[k] for k in (
+                "layers", "embed_dim", "hidden_dim", "dropout", "tie_weights") if k in settings}}
+            run_dir = out or _default_out_dir(paths, data_config.level, model_fields["cell"])
+            request = RunRequest(paths, data_config, model_fields, train_config, run_dir, force)
+            finished = start_run(request, on_event=on_event, on_data_event=display.data_event,
+                                 should_stop=stop)
+    finally:
+        display.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    if sample and not json_output and finished.reason != "interrupted":
+        _show_training_samples(finished.best_path, display)
+    if finished.reason == "interrupted":
+        raise typer.Exit(130)
+
+
+def _show_training_samples(best: Path, display: ui.TrainDisplay) -> None:
+    checkpoint = ckpt.load(best)
+    model = checkpoint.build_model("cpu")
+    samples = generate_samples(model, checkpoint.tokenizer, num_samples=3,
+                               config=SamplingConfig(temperature=0.8, max_tokens=300), seed=0)
+    console = display.console
+    console.print("[bold]samples[/] (temperature 0.8):")
+    for s in samples:
+        console.print(f"  {ui.escape(s.text)}")
+    run = best.parent
+    console.print(f"[dim]more:[/] lmcli generate -c {run} -n 5 --temperature 0.8")
+
+
+# ----------------------------------------------------------------------------- info
+
+
+def _load(checkpoint: str | None, device: str = "cpu") -> tuple[ckpt.Checkpoint, Any]:
+    path = ckpt.resolve(checkpoint)
+    loaded = ckpt.load(path)
+    return loaded, loaded.build_model(resolve_device(device))
+
+
+@app.command()
+@friendly_errors
+def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -> None:
+    """What a checkpoint holds: config, vocabulary, parameters, training history."""
+    loaded, model = _load(checkpoint)
+    payload = loaded.payload
+    config = loaded.model_config
+    tokenizer = loaded.tokenizer
+    valid_loss = payload.get("valid_loss")
+    history = [m for m in payload.get("metrics", []) if m.get("event") == "valid"]
+    summary = {
+        "path": str(loaded.path),
+        "level": tokenizer.level,
+        "model": config.cell,
+        "layers": config.layers,
+        "embed_dim": config.embed_dim,
+        "hidden_dim": config.hidden_dim,
+        "dropout": config.dropout,
+        "tie_weights": config.tie_weights,
+        "vocab_size": config.vocab_size,
+        "lowercase": tokenizer.lowercase,
+        "parameters": model.num_parameters(),
+        "step": loaded.step,
+        "epoch": payload.get("epoch"),
+        "tokens_seen": payload.get("tokens_seen"),
+        "valid_loss": valid_loss,
+        "valid_perplexity": math.exp(valid_loss) if valid_loss is not None else None,
+        "resumable": payload.get("training_state") is not None,
+        "train_config": payload.get("train_config"),
+        "data_config": payload.get("data_config"),
+        "provenance": payload.get("provenance"),
+        "created": payload.get("created"),
+        "lmcli_version": payload.get("lmcli_version"),
+        "format_version": payload.get("format_version"),
+        "validation_history": [{"step": m["step"], "loss": m["loss"]} for m in history],
+    }
+    if json_output:
+        ui.emit_json(summary)
+        return
+    provenance = payload.get("provenance") or {}
+    train_config = payload.get("train_config") or {}
+    rows = [
+        ("checkpoint", str(loaded.path)),
+        ("model", f"{config.cell}, {config.layers} layer{'s' if config.layers > 1 else ''} x "
+                  f"{config.hidden_dim}, embedding {config.embed_dim}, dropout {config.dropout}"
+                  + (", tied weights" if config.tie_weights else "")),
+        ("parameters", f"{summary['parameters']:,}"),
+        ("tokens", f"{tokenizer.level} level, vocabulary {config.vocab_size:,} "
+                   f"(<EOS>, <UNK> included){', lowercased' if tokenizer.lowercase else ''}"),
+        ("trained", f"step {loaded.step:,}, epoch {payload.get('epoch')}, "
+                    f"{format_count(payload.get('tokens_seen') or 0)} tokens"),
+        ("validation", f"loss {valid_loss:.4f}, perplexity {math.exp(valid_loss):.2f}"
+         if valid_loss is not None else "none"),
+        ("optimizer", f"{train_config.get('optimizer')} lr {train_config.get('lr')}, batch "
+                      f"{train_config.get('batch_size')} x {train_config.get('seq_len')}"),
+        ("corpus", ", ".join(provenance.get("corpus") or []) or "-"),
+        ("corpus sha256", str(provenance.get("corpus_sha256", "-"))[:16] + "..."),
+        ("device", str(provenance.get("device", "-"))),
+        ("created", f"{payload.get('created')} by lmcli {payload.get('lmcli_version')} "
+                    f"(format {payload.get('format_version')})"),
+        ("resumable", "yes (last.pt)" if summary["resumable"] else "no"),
+        ("most frequent", " ".join(tokenizer.tokens[2:22])),
+    ]
+    if history:
+        shown = history[-5:]
+        rows.append(("validation history", ", ".join(
+            f"{m['step']}: {math.exp(min(m['loss'], 700)):.2f}" for m in shown)))
+    ui.stdout_console().print(ui.key_value_table(None, rows))
+
+
+# ----------------------------------------------------------------------------- tokenize
+
+
+def _stdin_lines() -> Iterator[str]:
+    for line in sys.stdin:
+        yield line.rstrip("\n")
+
+
+@app.command()
+@friendly_errors
+def tokenize(
+    text: Annotated[list[str] | None, typer.Argument(show_default=False,
+                                                     help="Texts to split; none or - reads lines from stdin.")] = None,
+    checkpoint: CheckpointOption = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show how a checkpoint's tokenizer splits text (tokens, ids, <UNK>s)."""
+    loaded = ckpt.load(ckpt.resolve(checkpoint))
+    tokenizer = loaded.tokenizer
+    texts: Iterator[str] | list[str] = _stdin_lines() if not text or text == ["-"] else text
+    terminal = ui.stdout_is_terminal() and not json_output
+    console = ui.stdout_console()
+    for item in texts:
+        normalized = tokenizer.normalize(item)
+        ids = tokenizer.encode(normalized)
+        pieces = [tokenizer.tokens[i] for i in ids]
+        if json_output:
+            ui.emit_json({"text": item, "tokens": pieces, "ids": ids,
+                          "num_tokens": len(ids) + 1, "oov": sum(1 for i in ids if i == UNK_ID)})
+        elif terminal:
+            shown = " ".join(f"[red]{ui.escape(p)}[/]" if i == UNK_ID else f"[cyan]{ui.escape(p)}[/]"
+                             for p, i in zip(pieces, ids))
+            console.print(f"{shown} [dim]<EOS>[/]  [dim]({len(ids) + 1} tokens)[/]")
+        else:
+            print(" ".join(pieces))
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    file: Annotated[Path, typer.Argument(help="Text to evaluate, one sentence per line.")],
+    checkpoint: CheckpointOption = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Carry the state across lines (as in "
+                                         "training) instead of scoring each line from an empty "
+                                         "context.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 64,
+    encoding: Annotated[str, typer.Option(help="Text encoding of the file.")] = "utf-8",
+    errors: Annotated[str, typer.Option(help="On undecodable bytes: strict, replace or ignore.")] = "strict",
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Perplexity, cross-entropy and bits per token / per character over a file."""
+    files = TextFiles.of([file], encoding, errors)
+    loaded, model = _load(checkpoint, device)
+    result = evaluate_file(model, loaded.tokenizer, files, batch_size=batch_size, stream=stream)
+    if json_output:
+        ui.emit_json(result.to_dict())
+        return
+    rows = [
+        ("perplexity", f"{result.perplexity:.4f}"),
+        ("perplexity excluding OOVs", f"{result.perplexity_no_oov:.4f}"),
+        ("cross-entropy", f"{result.cross_entropy:.5f} nats/token"),
+        ("bits per token", f"{result.bits_per_token:.5f}"),
+        ("bits per character", f"{result.bits_per_char:.5f}"),
+        ("tokens", f"{result.num_tokens:,} (<EOS> included), {result.oov:,} <UNK>"),
+        ("sentences", f"{result.num_sentences:,}"),
+        ("mode", "stream (state carried across lines)" if stream else "sentences (each from an empty context)"),
+    ]
+    if ui.stdout_is_terminal():
+        ui.stdout_console().print(ui.key_value_table(f"{file}", rows))
+    else:
+        for key, value in rows:
+            print(f"{key}\t{value}")
+
+
+# ----------------------------------------------------------------------------- generate
+
+
+@app.command()
+@friendly_errors
+def generate(
+    checkpoint: CheckpointOption = None,
+    prime: Annotated[str, typer.Option(help="Text to start from (continued, and printed first).")] = "",
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Samples, drawn together as one batch.")] = 1,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate per sample.")] = 500,
+    lines: Annotated[int, typer.Option(help="Go on past <EOS> until this many lines are written, "
+                                       "keeping the state (a quatrain: --lines 4).")] = 1,
+    temperature: Annotated[float, typer.Option(help="Below 1: safer; above 1: wilder.")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Sample among the most likely tokens holding this "
+                                         "much probability (1.0 = off).")] = 1.0,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed: the same seed gives the same text.",
+                                             show_default=False)] = None,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Write new text from a checkpoint; it never writes <UNK>."""
+    config = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                            max_tokens=max_tokens, lines=lines).validate()
+    loaded, model = _load(checkpoint, device)
+    samples = generate_samples(model, loaded.tokenizer, prime=prime, num_samples=num_samples,
+                               config=config, seed=seed)
+    for index, item in enumerate(samples):
+        if json_output:
+            ui.emit_json({"text": item.text, "tokens": item.tokens, "logprob": item.logprob})
+        else:
+            if index:
+                print()
+            print(item.text)
+
+
+# ----------------------------------------------------------------------------- score
+
+
+def _sentences(sentences: list[str] | None, file: Path | None, encoding: str, errors: str
+               ) -> Iterator[str]:
+    """Sentences from arguments, a file (streamed) or stdin (``-``), one a line."""
+    if file is not None and sentences:
+        raise UsageError("give sentences as arguments or with --file, not both")
+    if file is not None and str(file) != "-":
+        for chunk in iter_chunks(file, encoding, errors):
+            yield from chunk_lines(chunk)
+        return
+    if file is not None or sentences == ["-"] or not sentences:
+        if sys.stdin.isatty() and not sentences and file is None:
+            raise UsageError("no sentences: pass them as arguments, --file FILE, or - to read stdin")
+        for line in sys.stdin:
+            yield line.rstrip("\r\n")
+        return
+    yield from sentences
+
+
+@app.command()
+@friendly_errors
+def score(
+    sentences: Annotated[list[str] | None, typer.Argument(show_default=False,
+                                                          help="Sentences to score; - reads stdin.")] = None,
+    checkpoint: CheckpointOption = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Score each line of this file "
+                                              "(- for stdin).", show_default=False)] = None,
+    per_token: Annotated[bool, typer.Option("--per-token", help="Add each token's logprob.")] = False,
+    no_eos: Annotated[bool, typer.Option("--no-eos", help="Score a prefix: leave out the final "
+                                         "<EOS> term.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 64,
+    encoding: Annotated[str, typer.Option(help="Text encoding of --file.")] = "utf-8",
+    errors: Annotated[str, typer.Option(help="On undecodable bytes: strict, replace or ignore.")] = "strict",
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Log-probability of sentences (natural log, <EOS> included), one result a line."""
+    source = _sentences(sentences, file, encoding, errors)
+    loaded, model = _load(checkpoint, device)
+    tokenizer = loaded.tokenizer
+    results = score_sentences(model, tokenizer, source, batch_size=batch_size, eos=not no_eos,
+                              per_token=per_token)
+    terminal = ui.stdout_is_terminal() and not json_output
+    table = ui.score_table(per_token) if terminal else None
+    for result in results:
+        record = {"text": result.text, "logprob": result.logprob, "log10prob": result.log10prob,
+                  "num_tokens": result.num_tokens, "perplexity": result.perplexity,
+                  "oov": result.oov}
+        if per_token:
+            record["tokens"] = [{"token": tokenizer.tokens[i], "logprob": lp}
+                                for i, lp in zip(result.token_ids, result.token_logprobs or [])]
+        if json_output:
+            ui.emit_json(record)
+        elif table is not None:
+            ui.add_score_row(table, record)
+        else:
+            print(f"{result.logprob:.6f}\t{result.perplexity:.4f}\t{result.text}", flush=False)
+    if table is not None:
+        ui.stdout_console().print(table)
+
+
+def main() -> None:
+    """Entry point of the ``lmcli`` command."""
+    app()

@@ -1,0 +1,235 @@
+"""What people see: rich progress bars, tables and messages (part of the CLI layer).
+
+Everything here writes to stderr, except tables that *are* a command's result when
+stdout is a terminal. Programs read ``--json`` lines instead, written by :func:`emit_json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
+                           TimeElapsedColumn, TransferSpeedColumn)
+from rich.table import Table
+
+from lmcli import train as training
+from lmcli.units import format_count, format_duration
+
+LOG_SECONDS = 30.0  # status lines when stderr is not a terminal
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=False)
+
+
+def stdout_console() -> Console:
+    return Console(highlight=False)
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("LMCLI_PLAIN")
+
+
+def error(message: str) -> None:
+    stderr_console().print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+
+
+def warn(message: str) -> None:
+    stderr_console().print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def emit_json(obj: dict[str, Any], stream: TextIO | None = None) -> None:
+    """One JSON object on one line of stdout (non-finite floats become null)."""
+    stream = stream or sys.stdout
+    stream.write(json.dumps(_plain(obj), ensure_ascii=False) + "\n")
+    stream.flush()
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or not math.isfinite(value):
+        return "-"
+    if abs(value) >= 1e5:
+        return f"{value:.3e}"
+    return f"{value:.{digits}f}"
+
+
+class TrainDisplay:
+    """Draws data loading and training events; in JSON mode writes them as lines."""
+
+    def __init__(self, json_mode: bool = False) -> None:
+        self.json_mode = json_mode
+        self.console = stderr_console()
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.phase_task: Any = None
+        self.phase_progress: Progress | None = None
+        self.last_log = time.monotonic()
+
+    # -- data loading ------------------------------------------------------------------
+
+    def data_event(self, kind: str, info: dict[str, Any]) -> None:
+        if self.json_mode:
+            if kind == "phase":
+                emit_json({"event": "phase", **info})
+            return
+        if kind == "phase":
+            self._end_phase()
+            if not self.console.is_terminal:
+                return
+            self.phase_progress = Progress(
+                TextColumn("{task.description:<20}"), BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+            self.phase_progress.start()
+            self.phase_task = self.phase_progress.add_task(str(info["name"]),
+                                                           total=info.get("total_bytes"))
+        elif kind == "bytes" and self.phase_progress is not None:
+            self.phase_progress.advance(self.phase_task, int(info["n"]))
+
+    def _end_phase(self) -> None:
+        if self.phase_progress is not None:
+            self.phase_progress.stop()
+            self.phase_progress = None
+
+    # -- training ----------------------------------------------------------------------
+
+    def event(self, event: training.Event) -> None:
+        if self.json_mode:
+            emit_json({"event": type(event).__name__.lower(), **dataclasses.asdict(event)})
+            return
+        handler = getattr(self, f"_on_{type(event).__name__.lower()}", None)
+        if handler is not None:
+            handler(event)
+
+    def _on_started(self, e: training.Started) -> None:
+        self._end_phase()
+        resumed = f", resumed at step {e.resumed_from_step:,}" if e.resumed_from_step else ""
+        self.console.print(
+            f"[bold]training[/] on {escape(e.device)}: {format_count(e.parameters)} parameters, "
+            f"vocabulary {e.vocab_size:,}, {format_count(e.train_tokens)} training and "
+            f"{format_count(e.valid_tokens)} validation tokens{resumed}")
+        self.console.print(f"[dim]{e.steps_per_epoch:,} steps per epoch of {e.tokens_per_step:,} "
+                           f"tokens; checkpoints in {escape(str(e.out_dir))}; Ctrl-C stops and "
+                           "saves[/]")
+        if not self.console.is_terminal:
+            return  # a log file gets a status line now and then, not a redrawn bar
+        self.progress = Progress(
+            TextColumn("[bold blue]ep {task.fields[epoch]}"),
+            BarColumn(bar_width=12),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("step {task.fields[step]}"),
+            TextColumn("loss [bold]{task.fields[loss]}[/] ppl {task.fields[ppl]}"),
+            TextColumn("{task.fields[rate]} tok/s"),
+            TextColumn("lr {task.fields[lr]}"),
+            TextColumn("{task.fields[elapsed]}<{task.fields[eta]}"),
+            console=self.console, transient=False, refresh_per_second=4)
+        self.progress.start()
+        self.task = self.progress.add_task("train", total=1000, epoch=1, step="-", loss="-",
+                                           ppl="-", rate="-", lr="-", elapsed="-", eta="-")
+
+    def _on_progress(self, e: training.Progress) -> None:
+        fields = dict(epoch=e.epoch + 1, step=format_count(e.step), loss=_fmt(e.loss, 3),
+                      ppl=_fmt(e.perplexity, 1), rate=format_count(e.tokens_per_second),
+                      lr=f"{e.lr:.2g}", elapsed=format_duration(e.elapsed),
+                      eta=format_duration(e.eta_seconds))
+        if self.progress is not None:
+            done = 1000 * e.fraction if e.fraction is not None else 0
+            self.progress.update(self.task, completed=done, **fields)
+        elif time.monotonic() - self.last_log >= LOG_SECONDS:
+            self.last_log = time.monotonic()
+            percent = f" ({100 * e.fraction:.0f}%)" if e.fraction is not None else ""
+            self.console.print(
+                f"epoch {fields['epoch']} step {e.step:,}{percent} loss {fields['loss']} ppl "
+                f"{fields['ppl']} {fields['rate']} tok/s lr {fields['lr']} elapsed "
+                f"{fields['elapsed']} ETA {fields['eta']}")
+
+    def _print(self, text: str) -> None:
+        (self.progress.console if self.progress else self.console).print(text)
+
+    def _on_validated(self, e: training.Validated) -> None:
+        mark = "[green]best[/]" if e.improved else f"[dim]best {_fmt(math.exp(min(e.best_loss, 700)), 2)}[/]"
+        self._print(f"  step {e.step:>8,}  valid loss {_fmt(e.loss, 4)}  ppl {_fmt(e.perplexity, 2)}  "
+                    f"{mark}  lr {e.lr:.3g}")
+
+    def _on_epochended(self, e: training.EpochEnded) -> None:
+        valid = (f"valid loss {_fmt(e.valid_loss, 4)} ppl {_fmt(e.valid_perplexity, 2)}"
+                 if e.valid_loss is not None else "no validation")
+        self._print(f"[bold]epoch {e.epoch}[/]: train loss {_fmt(e.train_loss, 4)} ppl "
+                    f"{_fmt(e.train_perplexity, 2)}, {valid}, {format_duration(e.seconds)}, "
+                    f"{format_count(e.tokens_per_second)} tok/s")
+
+    def _on_note(self, e: training.Note) -> None:
+        self._print(f"[yellow]{escape(e.text)}[/]")
+
+    def _on_finished(self, e: training.Finished) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+        reasons = {
+            "completed": "all epochs done",
+            "max_steps": "reached --max-steps",
+            "time_limit": "reached --time-limit",
+            "early_stopping": "validation stopped improving (--patience)",
+            "interrupted": "interrupted; resume with `lmcli train --resume`",
+        }
+        best = (f", best validation perplexity {_fmt(math.exp(min(e.best_valid_loss, 700)), 2)}"
+                if e.best_valid_loss is not None else "")
+        self.console.print(f"[bold green]done[/] after {e.step:,} steps "
+                           f"({reasons.get(e.reason, e.reason)}){best}, "
+                           f"{format_duration(e.elapsed)}, {format_count(e.tokens_per_second)} tok/s")
+        self.console.print(f"best model: {escape(str(e.best_path))}")
+
+    def close(self) -> None:
+        self._end_phase()
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def key_value_table(title: str | None, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title, show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, escape(value))
+    return table
+
+
+def score_table(per_token: bool) -> Table:
+    table = Table(show_lines=per_token)
+    table.add_column("sentence", overflow="fold")
+    table.add_column("logprob", justify="right")
+    table.add_column("log10prob", justify="right")
+    table.add_column("tokens", justify="right")
+    table.add_column("perplexity", justify="right")
+    table.add_column("oov", justify="right")
+    return table
+
+
+def add_score_row(table: Table, record: dict[str, Any]) -> None:
+    text = escape(record["text"])
+    if "tokens" in record:
+        text += "\n[dim]" + " ".join(f"{escape(t['token'])}:{t['logprob']:.2f}"
+                                     for t in record["tokens"]) + "[/]"
+    table.add_row(text, f"{record['logprob']:.4f}", f"{record['log10prob']:.4f}",
+                  str(record["num_tokens"]), _fmt(record["perplexity"], 2), str(record["oov"]))
