@@ -7,7 +7,6 @@ line on stderr and a non-zero exit.
 
 from __future__ import annotations
 
-import datetime as _dt
 import functools
 import math
 import signal
@@ -22,14 +21,14 @@ import typer
 from lmcli import __version__
 from lmcli import checkpoint as ckpt
 from lmcli import ui
-from lmcli.data import DataConfig, TextFiles, iter_chunks, chunk_lines
+from lmcli.data import TextFiles, chunk_lines, iter_chunks
 from lmcli.devices import resolve_device
 from lmcli.errors import LmcliError, UsageError
-from lmcli.recipes import bundled_corpus, resolve_settings
+from lmcli.recipes import make_request
 from lmcli.sampling import SamplingConfig, generate as generate_samples
 from lmcli.scoring import evaluate_file, score_sentences
 from lmcli.tokenizers import UNK_ID
-from lmcli.train import RunRequest, TrainConfig, resume_run, start_run
+from lmcli.train import resume_run, start_run
 from lmcli.units import format_count, parse_duration
 
 app = typer.Typer(
@@ -133,12 +132,6 @@ class _StopFlag:
         if not self.display.json_mode:
             self.display.console.print("[yellow]stopping: saving a resumable checkpoint "
                                        "(Ctrl-C again to abort without saving)[/]")
-
-
-def _default_out_dir(corpus: list[str], level: str, cell: str) -> Path:
-    stem = Path(corpus[0]).name.split(".")[0] if corpus else "run"
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return ckpt.DEFAULT_ROOT / f"{stem}-{level}-{cell}-{stamp}"
 
 
 @app.command()
@@ -246,16 +239,17 @@ def train(
         stop.training = True
         display.event(event)
 
+    flags = {"level": _level_value(level), "vocab_size": vocab_size, "min_freq": min_freq,
+             "lowercase": lowercase, "valid_file": str(valid) if valid else None,
+             "valid_fraction": valid_fraction, "encoding": encoding, "errors": errors,
+             "model": _level_value(model), "layers": layers, "embed_dim": embed_dim,
+             "hidden_dim": hidden_dim, "dropout": dropout, "tie_weights": tie_weights,
+             "seq_len": seq_len, "batch_size": batch_size, "optimizer": _level_value(optimizer),
+             "lr": lr, "clip": clip, "weight_decay": weight_decay, "lr_decay": lr_decay,
+             "seed": seed}
     try:
         if resume:
-            given = {"level": level, "vocab_size": vocab_size, "min_freq": min_freq,
-                     "lowercase": lowercase, "valid": valid, "valid_fraction": valid_fraction,
-                     "encoding": encoding, "errors": errors, "model": model, "layers": layers,
-                     "embed_dim": embed_dim, "hidden_dim": hidden_dim, "dropout": dropout,
-                     "tie_weights": tie_weights, "seq_len": seq_len, "batch_size": batch_size,
-                     "optimizer": optimizer, "lr": lr, "clip": clip, "weight_decay": weight_decay,
-                     "lr_decay": lr_decay, "seed": seed}
-            fixed = [name for name, value in given.items() if value is not None]
+            fixed = [name for name, value in flags.items() if value is not None]
             if fixed:
                 raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change when resuming; "
                                  "only --epochs, --max-steps, --time-limit, --patience, "
@@ -268,33 +262,14 @@ def train(
                                   on_event=on_event, on_data_event=display.data_event,
                                   should_stop=stop)
         else:
-            use_default = not corpus
-            paths = [str(p) for p in corpus] if corpus else [str(bundled_corpus())]
-            settings = resolve_settings({
-                "level": _level_value(level), "vocab_size": vocab_size, "min_freq": min_freq,
-                "lowercase": lowercase, "valid_fraction": valid_fraction, "model": _level_value(model),
-                "layers": layers, "embed_dim": embed_dim, "hidden_dim": hidden_dim,
-                "dropout": dropout, "tie_weights": tie_weights, "seq_len": seq_len,
-                "batch_size": batch_size, "optimizer": _level_value(optimizer), "lr": lr,
-                "clip": clip, "weight_decay": weight_decay, "lr_decay": lr_decay, "seed": seed,
-                **budget}, use_default_corpus=use_default)
-            if use_default and not json_output:
+            request = make_request([str(p) for p in corpus] if corpus else None,
+                                   {**flags, **budget}, out_dir=out, force=force)
+            if not corpus and not json_output:
+                minutes = (request.train.time_limit or 0) / 60
                 ui.stderr_console().print(
-                    f"[bold]no corpus given:[/] training on the bundled Tang poems ({paths[0]}) at "
-                    f"char level for {settings['time_limit'] / 60:g} minutes "
+                    f"[bold]no corpus given:[/] training on the bundled Tang poems "
+                    f"({request.corpus[0]}) at char level for {minutes:g} minutes "
                     "(pass a file to train on your own text)")
-            data_config = DataConfig(**{k: settings[k] for k in (
-                "level", "vocab_size", "min_freq", "lowercase", "valid_fraction") if k in settings},
-                encoding=encoding or "utf-8", errors=errors or "strict",
-                valid_file=str(valid) if valid else None)
-            train_config = TrainConfig(**{k: settings[k] for k in (
-                "seq_len", "batch_size", "epochs", "max_steps", "time_limit", "optimizer", "lr",
-                "clip", "weight_decay", "lr_decay", "patience", "eval_every", "seed", "device",
-                "amp") if k in settings})
-            model_fields = {"cell": settings.get("model", "lstm"), **{k: settings[k] for k in (
-                "layers", "embed_dim", "hidden_dim", "dropout", "tie_weights") if k in settings}}
-            run_dir = out or _default_out_dir(paths, data_config.level, model_fields["cell"])
-            request = RunRequest(paths, data_config, model_fields, train_config, run_dir, force)
             finished = start_run(request, on_event=on_event, on_data_event=display.data_event,
                                  should_stop=stop)
     finally:

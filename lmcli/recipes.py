@@ -6,10 +6,14 @@ Resolution order for every setting: a flag the user gave, then the bundled corpu
 
 from __future__ import annotations
 
+import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-from lmcli.errors import LmcliError
+from lmcli.checkpoint import DEFAULT_ROOT
+from lmcli.data import DataConfig
+from lmcli.errors import LmcliError, UsageError
+from lmcli.train import RunRequest, TrainConfig
 
 # Model shape and window per level. Char-level text needs long windows and little
 # embedding; word and subword vocabularies are large, so the softmax is tied to the
@@ -64,3 +68,34 @@ def resolve_settings(given: dict[str, Any], *, use_default_corpus: bool) -> dict
     for key, value in LEVEL_DEFAULTS.get(level, {}).items():
         settings.setdefault(key, value)
     return settings
+
+
+DATA_FIELDS = ("level", "vocab_size", "min_freq", "lowercase", "valid_fraction", "encoding",
+               "errors", "valid_file")
+MODEL_FIELDS = ("layers", "embed_dim", "hidden_dim", "dropout", "tie_weights")
+TRAIN_FIELDS = ("seq_len", "batch_size", "epochs", "max_steps", "time_limit", "optimizer", "lr",
+                "clip", "weight_decay", "lr_decay", "patience", "eval_every", "seed", "device", "amp")
+
+
+def default_out_dir(corpus: list[str], level: str, cell: str, root: Path = DEFAULT_ROOT) -> Path:
+    """``checkpoints/CORPUS-LEVEL-MODEL-YYYYmmdd-HHMMSS``."""
+    stem = Path(corpus[0]).name.split(".")[0] if corpus else "run"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return root / f"{stem}-{level}-{cell}-{stamp}"
+
+
+def make_request(corpus: list[str] | None, flags: dict[str, Any], *, out_dir: Path | None = None,
+                 force: bool = False) -> RunRequest:
+    """A training request from the flags a user gave (``None`` = not given): no corpus
+    means the bundled default corpus and its recipe."""
+    unknown = set(flags) - {*DATA_FIELDS, *MODEL_FIELDS, *TRAIN_FIELDS, "model"}
+    if unknown:
+        raise UsageError(f"unknown settings: {', '.join(sorted(unknown))}")
+    paths = list(corpus) if corpus else [str(bundled_corpus())]
+    settings = resolve_settings(flags, use_default_corpus=not corpus)
+    data = DataConfig(**{k: settings[k] for k in DATA_FIELDS if k in settings})
+    train = TrainConfig(**{k: settings[k] for k in TRAIN_FIELDS if k in settings})
+    model = {"cell": settings.get("model", "lstm"),
+             **{k: settings[k] for k in MODEL_FIELDS if k in settings}}
+    out = out_dir or default_out_dir(paths, data.level, model["cell"])
+    return RunRequest(paths, data, model, train, Path(out), force)
