@@ -27,7 +27,7 @@ import torch
 from lmcli.errors import LmcliError, UsageError
 from lmcli.tokenizers import EOS_ID, Tokenizer, array_dtype, build_tokenizer, normalize_line
 
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 4 << 20
 UTF8_BOM = codecs.BOM_UTF8
 _COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 

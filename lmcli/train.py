@@ -190,6 +190,13 @@ class RunState:
 # ----------------------------------------------------------------------------- helpers
 
 
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Host-to-GPU copies from pinned memory, so they overlap with queued GPU work."""
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor
+
+
 def _perplexity(loss: float) -> float:
     return math.exp(min(loss, 700.0))
 
@@ -248,7 +255,7 @@ def stream_loss(model: RNNLM, tokens: np.ndarray, *, batch_size: int, seq_len: i
     state = model.initial_state(batches.batch_size, device)
     with torch.no_grad():
         for i in range(len(batches)):
-            inputs, targets = (t.to(device, non_blocking=True) for t in batches.window(i))
+            inputs, targets = (to_device(t, device) for t in batches.window(i))
             with autocast(device, amp):
                 logits, state = model(inputs, state)
             total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
@@ -462,8 +469,7 @@ class Trainer:
                 if self.should_stop():
                     stop_reason = "interrupted"
                     break
-                inputs, targets = (t.to(self.device, non_blocking=True)
-                                   for t in self.batches.window(window))
+                inputs, targets = (to_device(t, self.device) for t in self.batches.window(window))
                 with autocast(self.device, config.amp):
                     logits, hidden = model(inputs, self.hidden)  # (batch, time, vocab)
                     loss = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1))
