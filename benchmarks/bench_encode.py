@@ -1,0 +1,99 @@
+"""Corpus encoding: throughput (MB/s) and peak memory on a large file.
+
+Builds a corpus of --size-mb megabytes by repeating a bundled one (Tang poems for char
+level, the KJV poetical books for word and subword levels), then, in a fresh process per
+level, runs lmcli's whole preparation (scan + hash, vocabulary, encoding to the id array)
+and reports each phase's speed, the id array's size and the peak resident memory against
+the process's baseline (Python, torch and numpy loaded).
+
+    python benchmarks/bench_encode.py --size-mb 200
+    python benchmarks/bench_encode.py --size-mb 200 --levels char word bpe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SOURCES = {"char": "tang_poems.txt", "word": "kjv_poetry.txt", "bpe": "kjv_poetry.txt",
+           "unigram": "kjv_poetry.txt"}
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def measure(path: Path, level: str) -> dict[str, float]:
+    sys.path.insert(0, str(REPO))
+    import torch  # noqa: F401  (loaded before the baseline, as in a real run)
+
+    from lmcli.data import DataConfig, load_corpus
+
+    baseline = rss_mb()
+    phases: dict[str, float] = {}
+    marks: list[tuple[str, float]] = []
+
+    def on_event(kind: str, info: dict) -> None:
+        if kind == "phase":
+            marks.append((str(info["name"]), time.perf_counter()))
+
+    start = time.perf_counter()
+    data = load_corpus([path], DataConfig(level=level, min_freq=2, valid_fraction=0.0,
+                                          vocab_size=8000 if level in ("bpe", "unigram") else None),
+                       on_event=on_event)
+    end = time.perf_counter()
+    for (name, t0), (_, t1) in zip(marks, [*marks[1:], ("end", end)]):
+        phases[name] = t1 - t0
+    size_mb = path.stat().st_size / 1e6
+    return {
+        "level": level,
+        "file_mb": size_mb,
+        "tokens": int(len(data.train)),
+        "array_mb": data.train.nbytes / 1e6,
+        "seconds": end - start,
+        "mb_per_s": size_mb / (end - start),
+        **{f"{name}_mb_per_s": size_mb / seconds for name, seconds in phases.items()},
+        "peak_rss_mb": rss_mb(),
+        "baseline_rss_mb": baseline,
+        "peak_over_baseline_mb": rss_mb() - baseline,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=float, default=200)
+    parser.add_argument("--levels", nargs="+", default=["char", "word"])
+    parser.add_argument("--measure", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(Path(args.measure[0]), args.measure[1])))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for level in args.levels:
+            source = (REPO / "corpora" / SOURCES[level]).read_bytes()
+            path = Path(tmp) / f"{level}.txt"
+            copies = max(1, round(args.size_mb * 1e6 / len(source)))
+            with open(path, "wb") as handle:
+                for _ in range(copies):
+                    handle.write(source)
+            result = subprocess.run([sys.executable, __file__, "--measure", str(path), level],
+                                    capture_output=True, text=True, check=True)
+            r = json.loads(result.stdout.strip().splitlines()[-1])
+            phases = ", ".join(f"{k[:-9]} {v:.1f} MB/s" for k, v in r.items() if k.endswith("_mb_per_s"))
+            print(f"{level:>7}: {r['file_mb']:.0f} MB -> {r['tokens'] / 1e6:.1f}M tokens "
+                  f"({r['array_mb']:.0f} MB array) in {r['seconds']:.1f} s = {r['mb_per_s']:.1f} MB/s "
+                  f"overall [{phases}]; peak RSS {r['peak_rss_mb']:.0f} MB "
+                  f"({r['peak_over_baseline_mb']:.0f} MB over the {r['baseline_rss_mb']:.0f} MB baseline)",
+                  flush=True)
+            path.unlink()
+
+
+if __name__ == "__main__":
+    main()

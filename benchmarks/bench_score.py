@@ -1,0 +1,103 @@
+"""Scoring and generation speed, against references measured in the same run.
+
+1. Scoring N sentences: lmcli's batched, length-sorted scorer against one sentence at a time
+   (the same model and code, batch size 1). The results must agree to 1e-5; the ratio is
+   printed.
+2. Generation: milliseconds per token for 50- and 1,000-token samples (lmcli carries the
+   state, so the cost per token is flat), against recomputing the whole prefix at every
+   step (the cost grows with the length).
+
+    python benchmarks/bench_score.py                      # word-level model on the KJV verses
+    python benchmarks/bench_score.py --sentences 10000 --hidden-dim 512
+
+The model is built with random weights of the requested shape (speed does not depend on
+what the weights learned); the sentences are the bundled KJV verses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lmcli.model import RNNLM, ModelConfig  # noqa: E402
+from lmcli.sampling import SamplingConfig, generate  # noqa: E402
+from lmcli.scoring import score_sentences  # noqa: E402
+from lmcli.tokenizers import EOS_ID, build_tokenizer  # noqa: E402
+
+
+def recompute_generate(model: RNNLM, tokens: int) -> None:
+    """The naive reference: run the network over the whole text again for every token."""
+    ids = [EOS_ID]
+    with torch.no_grad():
+        for _ in range(tokens):
+            logits, _ = model(torch.tensor([ids]))
+            logits[0, -1, 1] = float("-inf")
+            ids.append(int(torch.multinomial(torch.softmax(logits[0, -1], -1), 1)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=REPO / "corpora" / "kjv_poetry.txt")
+    parser.add_argument("--sentences", type=int, default=10_000)
+    parser.add_argument("--cell", default="lstm")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--embed-dim", type=int, default=256)
+    parser.add_argument("--hidden-dim", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--single", type=int, default=1000,
+                        help="sentences timed one at a time (the rate is extrapolated)")
+    args = parser.parse_args()
+
+    lines = args.corpus.read_text(encoding="utf-8").splitlines()
+    sentences = list(itertools.islice(itertools.cycle(lines), args.sentences))
+    tokenizer = build_tokenizer("word", ["\n".join(lines) + "\n"], min_freq=2)
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(vocab_size=tokenizer.vocab_size, cell=args.cell, layers=args.layers,
+                              embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, dropout=0.0)).eval()
+    print(f"{args.cell} {args.layers}x{args.hidden_dim}, vocabulary {tokenizer.vocab_size:,}, "
+          f"{torch.get_num_threads()} threads; {len(sentences):,} sentences, "
+          f"{sum(len(s.split()) + 1 for s in sentences):,} tokens")
+
+    list(score_sentences(model, tokenizer, sentences[:200], batch_size=args.batch_size))  # warm up
+    start = time.perf_counter()
+    batched = list(score_sentences(model, tokenizer, sentences, batch_size=args.batch_size))
+    batched_rate = len(sentences) / (time.perf_counter() - start)
+
+    count = min(args.single, len(sentences))
+    start = time.perf_counter()
+    single = [next(iter(score_sentences(model, tokenizer, [s], batch_size=1))) for s in sentences[:count]]
+    single_rate = count / (time.perf_counter() - start)
+    worst = max(abs(a.logprob - b.logprob) for a, b in zip(batched, single))
+    print(f"\nscoring   batched (batch {args.batch_size}): {batched_rate:>9,.0f} sentences/s")
+    print(f"          one at a time:      {single_rate:>9,.0f} sentences/s (timed on {count:,})")
+    print(f"          ratio batched / one at a time: {batched_rate / single_rate:.1f}x; "
+          f"largest difference {worst:.2e} nats")
+    assert worst < 1e-5, "batched and single scores disagree"
+
+    print("\ngeneration, one sample, ms per token:")
+    config = SamplingConfig(max_tokens=1, lines=10**9)
+    for tokens in (50, 1000):
+        config.max_tokens = tokens
+        generate(model, tokenizer, config=SamplingConfig(max_tokens=5, lines=10**9), seed=0)
+        start = time.perf_counter()
+        (sample,) = generate(model, tokenizer, config=config, seed=0)
+        carried = (time.perf_counter() - start) * 1000 / len(sample.token_ids)
+        recompute_tokens = min(tokens, 300)
+        start = time.perf_counter()
+        recompute_generate(model, recompute_tokens)
+        naive = (time.perf_counter() - start) * 1000 / recompute_tokens
+        note = "" if recompute_tokens == tokens else f" (first {recompute_tokens} tokens)"
+        print(f"  {tokens:>5} tokens: lmcli {carried:6.2f} ms/token; recompute-from-scratch "
+              f"{naive:7.2f} ms/token{note}; ratio {naive / carried:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Training throughput: `lmcli train` against a hand-written PyTorch loop of the same shape.
+
+Both run on the same corpus, with the same model (embedding -> nn.LSTM/GRU -> linear),
+batch size, BPTT length, dropout, Adam and gradient clipping, each in a fresh process,
+alternating, several rounds. lmcli's figure is the one its own `--json` output reports
+(tokens over the wall time of the training session, checkpoint saves included); the hand
+loop's is tokens over the wall time of its steps. Printed: medians and their ratio.
+
+    python benchmarks/bench_train.py                       # bundled KJV, word-level GRU
+    python benchmarks/bench_train.py --corpus kjv_full.txt --rounds 3
+    python benchmarks/bench_train.py --corpus corpora/tang_poems.txt --level char --cell lstm
+
+Not part of the test suite: timings depend on the machine and on what else it is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def hand_loop(args: argparse.Namespace) -> float:
+    """The reference: pytorch/examples word_language_model style, written out by hand."""
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(REPO))
+    from lmcli.data import DataConfig, load_corpus
+
+    data = load_corpus([args.corpus], DataConfig(level=args.level, min_freq=args.min_freq,
+                                                 vocab_size=args.vocab_size, valid_fraction=0.0))
+    vocab = data.tokenizer.vocab_size
+    torch.manual_seed(0)
+
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embedding = nn.Embedding(vocab, args.embed_dim)
+            rnn = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[args.cell]
+            self.rnn = rnn(args.embed_dim, args.hidden_dim, args.layers, dropout=args.dropout,
+                           batch_first=True)
+            self.drop = nn.Dropout(args.dropout)
+            self.decoder = nn.Linear(args.hidden_dim, vocab)
+
+        def forward(self, x, hidden):
+            out, hidden = self.rnn(self.drop(self.embedding(x)), hidden)
+            return self.decoder(self.drop(out)), hidden
+
+    model = Model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
+    tokens = torch.from_numpy(data.train.astype("int64"))
+    lanes = tokens[: len(tokens) // args.batch_size * args.batch_size].view(args.batch_size, -1)
+    hidden = None
+    steps = 0
+    start = None
+    for i in range(0, lanes.shape[1] - 1 - args.seq_len, args.seq_len):
+        if steps == args.warmup:
+            start = time.perf_counter()
+        x = lanes[:, i:i + args.seq_len]
+        y = lanes[:, i + 1:i + 1 + args.seq_len]
+        logits, hidden = model(x, hidden)
+        hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+        loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        steps += 1
+        if steps == args.warmup + args.steps:
+            break
+    loss.item()
+    assert start is not None, "corpus too short for the requested steps"
+    return args.steps * args.batch_size * args.seq_len / (time.perf_counter() - start)
+
+
+def lmcli_run(args: argparse.Namespace) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        command = [sys.executable, "-m", "lmcli", "train", str(args.corpus), "--json", "--no-sample",
+                   "--level", args.level, "--model", args.cell, "--layers", str(args.layers),
+                   "--embed-dim", str(args.embed_dim), "--hidden-dim", str(args.hidden_dim),
+                   "--dropout", str(args.dropout), "--no-tie-weights",
+                   "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
+                   "--max-steps", str(args.warmup + args.steps), "--valid-fraction", "0",
+                   "--lr", "2e-3", "--clip", "1.0", "--device", "cpu", "-o", f"{out}/run"]
+        if args.min_freq is not None:
+            command += ["--min-freq", str(args.min_freq)]
+        if args.vocab_size is not None:
+            command += ["--vocab-size", str(args.vocab_size)]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=out,
+                                env={**os.environ, "PYTHONPATH": str(REPO)})
+        if result.returncode != 0:
+            raise SystemExit(f"lmcli train failed:\n{result.stderr}")
+        events = [json.loads(line) for line in result.stdout.splitlines()]
+        finished = next(e for e in events if e["event"] == "finished")
+        return float(finished["tokens_per_second"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=REPO / "corpora" / "kjv_poetry.txt")
+    parser.add_argument("--level", default="word")
+    parser.add_argument("--cell", default="gru")
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--embed-dim", type=int, default=256)
+    parser.add_argument("--hidden-dim", type=int, default=256)
+    parser.add_argument("--dropout", type=float, default=0.2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=35)
+    parser.add_argument("--min-freq", type=int, default=2)
+    parser.add_argument("--vocab-size", type=int, default=None)
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--only-hand", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.only_hand:
+        print(hand_loop(args))
+        return
+    hand, ours = [], []
+    for round_ in range(args.rounds):
+        reference = subprocess.run([sys.executable, __file__, "--only-hand", *sys.argv[1:]],
+                                   capture_output=True, text=True, check=True)
+        hand.append(float(reference.stdout.strip().splitlines()[-1]))
+        ours.append(lmcli_run(args))
+        print(f"round {round_ + 1}: hand-written {hand[-1]:,.0f} tok/s, lmcli train {ours[-1]:,.0f} tok/s",
+              flush=True)
+    h, o = statistics.median(hand), statistics.median(ours)
+    print(f"\n{args.cell} {args.layers}x{args.hidden_dim}, embed {args.embed_dim}, "
+          f"{args.level} level, batch {args.batch_size} x {args.seq_len}, {args.steps} steps, "
+          f"{os.cpu_count()} CPUs, torch threads default")
+    print(f"hand-written loop  {h:>10,.0f} tok/s (median of {args.rounds})")
+    print(f"lmcli train        {o:>10,.0f} tok/s (median of {args.rounds})")
+    print(f"ratio lmcli / hand {o / h:>10.3f}")
+
+
+if __name__ == "__main__":
+    main()
