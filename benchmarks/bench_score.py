@@ -8,7 +8,7 @@
    step (the cost grows with the length).
 
     python benchmarks/bench_score.py                      # word-level model on the KJV verses
-    python benchmarks/bench_score.py --sentences 10000 --hidden-dim 512
+    python benchmarks/bench_score.py --level char         # the same verses at char level
 
 The model is built with random weights of the requested shape (speed does not depend on
 what the weights learned); the sentences are the bundled KJV verses.
@@ -47,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=REPO / "corpora" / "kjv_poetry.txt")
     parser.add_argument("--sentences", type=int, default=10_000)
+    parser.add_argument("--level", default="word", choices=["char", "word", "bpe", "unigram"])
     parser.add_argument("--cell", default="lstm")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--embed-dim", type=int, default=256)
@@ -58,13 +59,15 @@ def main() -> None:
 
     lines = args.corpus.read_text(encoding="utf-8").splitlines()
     sentences = list(itertools.islice(itertools.cycle(lines), args.sentences))
-    tokenizer = build_tokenizer("word", ["\n".join(lines) + "\n"], min_freq=2)
+    tokenizer = build_tokenizer(args.level, ["\n".join(lines) + "\n"], min_freq=2,
+                                vocab_size=4000 if args.level in ("bpe", "unigram") else None)
     torch.manual_seed(0)
     model = RNNLM(ModelConfig(vocab_size=tokenizer.vocab_size, cell=args.cell, layers=args.layers,
                               embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, dropout=0.0)).eval()
-    print(f"{args.cell} {args.layers}x{args.hidden_dim}, vocabulary {tokenizer.vocab_size:,}, "
-          f"{torch.get_num_threads()} threads; {len(sentences):,} sentences, "
-          f"{sum(len(s.split()) + 1 for s in sentences):,} tokens")
+    tokens = sum(len(tokenizer.encode(s)) + 1 for s in sentences)
+    print(f"{args.level} level, {args.cell} {args.layers}x{args.hidden_dim}, vocabulary "
+          f"{tokenizer.vocab_size:,}, {torch.get_num_threads()} threads; {len(sentences):,} "
+          f"sentences, {tokens:,} tokens")
 
     list(score_sentences(model, tokenizer, sentences[:200], batch_size=args.batch_size))  # warm up
     start = time.perf_counter()

@@ -532,10 +532,13 @@ def score(
     source = _sentences(sentences, file, encoding, errors)
     loaded, model = _load(checkpoint, device)
     tokenizer = loaded.tokenizer
+    # Typing sentences at a terminal: answer each line at once instead of in groups.
+    interactive = sys.stdin.isatty() and (file is not None and str(file) == "-" or sentences == ["-"])
     results = score_sentences(model, tokenizer, source, batch_size=batch_size, eos=not no_eos,
-                              per_token=per_token)
+                              per_token=per_token, group_size=1 if interactive else 4096)
     terminal = ui.stdout_is_terminal() and not json_output
-    table = ui.score_table(per_token) if terminal else None
+    table = ui.score_table(per_token, header=True) if terminal else None
+    shown = 0
     for result in results:
         record = {"text": result.text, "logprob": result.logprob, "log10prob": result.log10prob,
                   "num_tokens": result.num_tokens, "perplexity": result.perplexity,
@@ -547,9 +550,13 @@ def score(
             ui.emit_json(record)
         elif table is not None:
             ui.add_score_row(table, record)
+            shown += 1
+            if shown % ui.TABLE_PAGE == 0:  # long inputs: show a page at a time
+                ui.stdout_console().print(table)
+                table = ui.score_table(per_token, header=False)
         else:
             print(f"{result.logprob:.6f}\t{result.perplexity:.4f}\t{result.text}", flush=False)
-    if table is not None:
+    if table is not None and table.row_count:
         ui.stdout_console().print(table)
 
 

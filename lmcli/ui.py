@@ -215,14 +215,15 @@ def key_value_table(title: str | None, rows: list[tuple[str, str]]) -> Table:
     return table
 
 
-def score_table(per_token: bool) -> Table:
-    table = Table(show_lines=per_token)
-    table.add_column("sentence", overflow="fold")
-    table.add_column("logprob", justify="right")
-    table.add_column("log10prob", justify="right")
-    table.add_column("tokens", justify="right")
-    table.add_column("perplexity", justify="right")
-    table.add_column("oov", justify="right")
+TABLE_PAGE = 200  # rows per printed table when scoring many sentences on a terminal
+
+
+def score_table(per_token: bool, header: bool = True) -> Table:
+    """Columns of fixed width, so that pages printed one after another line up."""
+    table = Table(show_lines=per_token, show_header=header, expand=True)
+    table.add_column("sentence", overflow="fold", ratio=1)
+    for name in ("logprob", "log10prob", "tokens", "perplexity", "oov"):
+        table.add_column(name, justify="right", width=10 if name != "oov" else 4, no_wrap=True)
     return table
 
 

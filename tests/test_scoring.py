@@ -43,11 +43,12 @@ def test_zero_output_weights_give_the_uniform_score_by_hand() -> None:
     vocab = tokenizer.vocab_size
     (result,) = score_sentences(model, tokenizer, ["the moon rises"])
     assert result.num_tokens == 4  # three words and <EOS>
-    assert result.logprob == pytest.approx(-4 * math.log(vocab), abs=1e-9)
-    assert result.log10prob == pytest.approx(-4 * math.log10(vocab), abs=1e-9)
-    assert result.perplexity == pytest.approx(vocab, rel=1e-9)
+    # Token log-probabilities come out of float32 arithmetic: right to about 1e-7 relative.
+    assert result.logprob == pytest.approx(-4 * math.log(vocab), rel=1e-6)
+    assert result.log10prob == pytest.approx(-4 * math.log10(vocab), rel=1e-6)
+    assert result.perplexity == pytest.approx(vocab, rel=1e-6)
     (prefix,) = score_sentences(model, tokenizer, ["the moon rises"], eos=False)
-    assert prefix.num_tokens == 3 and prefix.logprob == pytest.approx(-3 * math.log(vocab))
+    assert prefix.num_tokens == 3 and prefix.logprob == pytest.approx(-3 * math.log(vocab), rel=1e-6)
 
 
 @pytest.mark.parametrize("level", ["char", "word", "bpe", "unigram"])
@@ -79,7 +80,7 @@ def test_logprob_is_the_sum_of_token_logprobs_and_counts_oov() -> None:
     assert result.token_ids == [tokenizer.encode("the")[0], UNK_ID, tokenizer.encode("sings")[0], EOS_ID]
     assert result.oov == 1
     assert result.logprob == pytest.approx(sum(result.token_logprobs), abs=1e-9)
-    assert result.unk_logprob == pytest.approx(result.token_logprobs[1], abs=1e-12)
+    assert result.unk_logprob == pytest.approx(result.token_logprobs[1], abs=1e-9)
 
 
 def test_a_sentence_scores_the_same_alone_or_in_any_batch() -> None:
@@ -113,7 +114,7 @@ def test_eval_equals_aggregated_score(tmp_path: Path, level: str) -> None:
     if oov < tokens:
         assert result.perplexity_no_oov == pytest.approx(math.exp(-(total - unk) / (tokens - oov)), rel=1e-4)
     chars = sum(len(t) + 1 for t in text if t)
-    assert result.bits_per_char == pytest.approx(-total / math.log(2) / chars, rel=1e-9)
+    assert result.bits_per_char == pytest.approx(-total / math.log(2) / chars, rel=1e-6)
     if level == "char":
         assert result.bits_per_char == pytest.approx(result.bits_per_token, rel=1e-9)
 
@@ -133,5 +134,5 @@ def test_stream_eval_carries_the_state(tmp_path: Path) -> None:
     with torch.no_grad():
         logits, _ = model(torch.tensor([ids[:-1]]))
     expected = torch.log_softmax(logits[0].double(), -1).gather(1, torch.tensor(ids[1:])[:, None]).sum()
-    assert stream.logprob == pytest.approx(expected.item(), abs=1e-6)
-    assert stream.logprob != pytest.approx(sentences.logprob, abs=1e-6)
+    assert stream.logprob == pytest.approx(expected.item(), abs=1e-4)
+    assert abs(stream.logprob - sentences.logprob) > 1e-2
