@@ -203,6 +203,10 @@ def train(
     patience: Annotated[int | None, typer.Option(help="Stop after this many validations in a "
                                                  "row without improvement. (default: 5)",
                                                  rich_help_panel=_TRAIN, show_default=False)] = None,
+    lr_patience: Annotated[int | None, typer.Option(help="Decay the learning rate after this "
+                                                    "many validations in a row without "
+                                                    "improvement. (default: 2)",
+                                                    rich_help_panel=_TRAIN, show_default=False)] = None,
     eval_every: Annotated[int | None, typer.Option(help="Validate every N steps. (default: 4 times "
                                                    "an epoch)", rich_help_panel=_TRAIN,
                                                    show_default=False)] = None,
@@ -230,7 +234,7 @@ def train(
     """Build the vocabulary and train a language model; save the best and the last checkpoints."""
     seconds = parse_duration(time_limit) if time_limit is not None else None
     budget = {"epochs": epochs, "max_steps": max_steps, "time_limit": seconds, "patience": patience,
-              "eval_every": eval_every, "device": device, "amp": amp}
+              "lr_patience": lr_patience, "eval_every": eval_every, "device": device, "amp": amp}
     display = ui.TrainDisplay(json_mode=json_output)
     stop = _StopFlag(display)
     previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -253,7 +257,7 @@ def train(
             if fixed:
                 raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change when resuming; "
                                  "only --epochs, --max-steps, --time-limit, --patience, "
-                                 "--eval-every, --device and --amp can")
+                                 "--lr-patience, --eval-every, --device and --amp can")
             run_dir = out or ckpt.latest_run()
             if run_dir is None:
                 raise LmcliError("nothing to resume: no --out given and no run recorded in checkpoints/")

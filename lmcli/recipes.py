@@ -76,7 +76,8 @@ DATA_FIELDS = ("level", "vocab_size", "min_freq", "lowercase", "valid_fraction",
                "errors", "valid_file")
 MODEL_FIELDS = ("layers", "embed_dim", "hidden_dim", "dropout", "tie_weights")
 TRAIN_FIELDS = ("seq_len", "batch_size", "epochs", "max_steps", "time_limit", "optimizer", "lr",
-                "clip", "weight_decay", "lr_decay", "patience", "eval_every", "seed", "device", "amp")
+                "clip", "weight_decay", "lr_decay", "patience", "lr_patience", "eval_every", "seed",
+                "device", "amp")
 
 
 def default_out_dir(corpus: list[str], level: str, cell: str, root: Path = DEFAULT_ROOT) -> Path:

@@ -46,14 +46,16 @@ class TrainConfig:
     clip: float | None = None
     weight_decay: float = 0.0
     lr_decay: float | None = None
-    patience: int = 5
+    patience: int = 5  # validations in a row without improvement before stopping
+    lr_patience: int = 2  # ... before multiplying the learning rate by lr_decay
     eval_every: int | None = None  # steps; None: four times an epoch (at most every 2000)
     seed: int = 1234
     device: str = "auto"
     amp: bool = False
 
     # Settings that may change when a run is resumed (budgets and where to run).
-    RESUMABLE = ("epochs", "max_steps", "time_limit", "patience", "eval_every", "device", "amp")
+    RESUMABLE = ("epochs", "max_steps", "time_limit", "patience", "lr_patience", "eval_every",
+                 "device", "amp")
 
     def resolved(self) -> TrainConfig:
         """A copy with the optimizer defaults filled in, checked."""
@@ -77,6 +79,7 @@ class TrainConfig:
             (config.weight_decay >= 0, f"--weight-decay must be >= 0, got {config.weight_decay}"),
             (0 < config.lr_decay <= 1, f"--lr-decay must be in (0, 1], got {config.lr_decay}"),
             (config.patience >= 1, f"--patience must be at least 1, got {config.patience}"),
+            (config.lr_patience >= 1, f"--lr-patience must be at least 1, got {config.lr_patience}"),
             (config.eval_every is None or config.eval_every >= 1,
              f"--eval-every must be at least 1, got {config.eval_every}"),
         ]
@@ -445,8 +448,10 @@ class Trainer:
                 run.stalls = 0
             else:
                 run.stalls += 1
-                self._set_lr(run.lr * float(self.config.lr_decay))
-                self.emit(Note(f"validation did not improve: learning rate now {run.lr:.3g}"))
+                if run.stalls % self.config.lr_patience == 0:
+                    self._set_lr(run.lr * float(self.config.lr_decay))
+                    self.emit(Note(f"validation has not improved {run.stalls} times in a row: "
+                                   f"learning rate now {run.lr:.3g}"))
         return loss
 
     def fit(self) -> Finished:
@@ -504,7 +509,9 @@ class Trainer:
                     self._record({"event": "train", "step": run.step, "epoch": run.epoch,
                                   "loss": loss_now, "lr": run.lr, "tokens": run.tokens_seen})
                     logged = meter.mark()
-                if run.step % self.eval_every == 0 and run.window < self.steps_per_epoch:
+                # Validation points are counted within the epoch, so that the last one before
+                # the epoch's end is never a few steps before the end-of-epoch validation.
+                if run.window % self.eval_every == 0 and run.window < self.steps_per_epoch:
                     self._checkpoint_point(scheduled=True)
                     if run.stalls >= config.patience:
                         stop_reason = "early_stopping"

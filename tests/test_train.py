@@ -11,7 +11,7 @@ import torch
 from lmcli import checkpoint as ckpt
 from lmcli.data import DataConfig
 from lmcli.errors import LmcliError, UsageError
-from lmcli.train import (EpochEnded, Finished, Progress, RunRequest, TrainConfig, Validated,
+from lmcli.train import (EpochEnded, Finished, Note, RunRequest, TrainConfig, Validated,
                          resume_run, start_run)
 
 from conftest import english_lines
@@ -118,13 +118,18 @@ def test_validation_perplexity_falls_and_events_arrive(tmp_path: Path) -> None:
 def test_stalled_validation_decays_lr_then_stops_early(tmp_path: Path) -> None:
     events: list[object] = []
     # A learning rate this large cannot improve validation for long.
-    finished = start_run(request(tmp_path, "run", max_steps=400, eval_every=2, lr=3.0, patience=2,
-                                 lr_decay=0.5), on_event=events.append, root=tmp_path / "ck")
-    validations = [e for e in events if isinstance(e, Validated)]
+    finished = start_run(request(tmp_path, "run", max_steps=400, eval_every=2, lr=3.0, patience=4,
+                                 lr_patience=2, lr_decay=0.5), on_event=events.append,
+                         root=tmp_path / "ck")
     assert finished.reason == "early_stopping"
     assert finished.step < 400
-    assert validations[-1].lr < 3.0
-    assert not validations[-1].improved and not validations[-2].improved
+    validations = [e for e in events if isinstance(e, Validated)]
+    assert [v.improved for v in validations[-4:]] == [False] * 4
+    run = torch.load(finished.last_path, weights_only=True)["training_state"]["run"]
+    assert run["stalls"] == 4
+    decays = [e for e in events if isinstance(e, Note) and "learning rate now" in e.text]
+    assert len(decays) >= 2  # at the 2nd and 4th stall in a row (and maybe earlier runs)
+    assert run["lr"] == pytest.approx(3.0 * 0.5 ** len(decays))
 
 
 def test_time_limit_stops_and_keeps_best(tmp_path: Path) -> None:
