@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
+import math
 import os
 import pickle
 import platform
@@ -185,6 +186,45 @@ class Checkpoint:
             first = str(error).strip().splitlines()[0]
             raise LmcliError(f"{self.path}: weights do not match the model config ({first})") from None
         return model.to(device).eval()
+
+
+    def summary(self) -> dict[str, Any]:
+        """What ``lmcli info`` reports, as plain data."""
+        payload, config, tokenizer = self.payload, self.model_config, self.tokenizer
+        valid_loss = payload.get("valid_loss")
+        history = [m for m in payload.get("metrics", []) if m.get("event") == "valid"]
+        return {
+            "path": str(self.path),
+            "level": tokenizer.level,
+            "model": config.cell,
+            "layers": config.layers,
+            "embed_dim": config.embed_dim,
+            "hidden_dim": config.hidden_dim,
+            "dropout": config.dropout,
+            "tie_weights": config.tie_weights,
+            "vocab_size": config.vocab_size,
+            "lowercase": tokenizer.lowercase,
+            "parameters": count_parameters(payload["state_dict"]),
+            "step": self.step,
+            "epoch": payload.get("epoch"),
+            "tokens_seen": payload.get("tokens_seen"),
+            "valid_loss": valid_loss,
+            "valid_perplexity": math.exp(valid_loss) if valid_loss is not None else None,
+            "resumable": payload.get("training_state") is not None,
+            "train_config": payload.get("train_config"),
+            "data_config": payload.get("data_config"),
+            "provenance": payload.get("provenance"),
+            "created": payload.get("created"),
+            "lmcli_version": payload.get("lmcli_version"),
+            "format_version": payload.get("format_version"),
+            "validation_history": [{"step": m["step"], "loss": m["loss"]} for m in history],
+        }
+
+
+def count_parameters(state_dict: dict[str, torch.Tensor]) -> int:
+    """Distinct parameters: a tied matrix stored under two names counts once."""
+    distinct = {(t.data_ptr(), tuple(t.shape)): t.numel() for t in state_dict.values()}
+    return sum(distinct.values())
 
 
 def read_payload(path: Path) -> dict[str, Any]:

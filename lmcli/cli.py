@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -58,8 +59,9 @@ def friendly_errors(command: F) -> F:
             ui.error("interrupted")
             raise typer.Exit(130) from None
         except BrokenPipeError:
-            # `lmcli score ... | head`: the reader left; that is not an error.
-            sys.stderr.close()
+            # `lmcli score ... | head`: the reader left; that is not an error. Point stdout at
+            # /dev/null so the interpreter's final flush does not complain either.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
 
     return wrapper  # type: ignore[return-value]
@@ -313,43 +315,16 @@ def _load(checkpoint: str | None, device: str = "cpu") -> tuple[ckpt.Checkpoint,
 @friendly_errors
 def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -> None:
     """What a checkpoint holds: config, vocabulary, parameters, training history."""
-    loaded, model = _load(checkpoint)
-    payload = loaded.payload
-    config = loaded.model_config
-    tokenizer = loaded.tokenizer
-    valid_loss = payload.get("valid_loss")
-    history = [m for m in payload.get("metrics", []) if m.get("event") == "valid"]
-    summary = {
-        "path": str(loaded.path),
-        "level": tokenizer.level,
-        "model": config.cell,
-        "layers": config.layers,
-        "embed_dim": config.embed_dim,
-        "hidden_dim": config.hidden_dim,
-        "dropout": config.dropout,
-        "tie_weights": config.tie_weights,
-        "vocab_size": config.vocab_size,
-        "lowercase": tokenizer.lowercase,
-        "parameters": model.num_parameters(),
-        "step": loaded.step,
-        "epoch": payload.get("epoch"),
-        "tokens_seen": payload.get("tokens_seen"),
-        "valid_loss": valid_loss,
-        "valid_perplexity": math.exp(valid_loss) if valid_loss is not None else None,
-        "resumable": payload.get("training_state") is not None,
-        "train_config": payload.get("train_config"),
-        "data_config": payload.get("data_config"),
-        "provenance": payload.get("provenance"),
-        "created": payload.get("created"),
-        "lmcli_version": payload.get("lmcli_version"),
-        "format_version": payload.get("format_version"),
-        "validation_history": [{"step": m["step"], "loss": m["loss"]} for m in history],
-    }
+    loaded = ckpt.load(ckpt.resolve(checkpoint))
+    summary = loaded.summary()
     if json_output:
         ui.emit_json(summary)
         return
-    provenance = payload.get("provenance") or {}
-    train_config = payload.get("train_config") or {}
+    payload, config, tokenizer = loaded.payload, loaded.model_config, loaded.tokenizer
+    provenance = summary["provenance"] or {}
+    train_config = summary["train_config"] or {}
+    valid_loss = summary["valid_loss"]
+    history = summary["validation_history"]
     rows = [
         ("checkpoint", str(loaded.path)),
         ("model", f"{config.cell}, {config.layers} layer{'s' if config.layers > 1 else ''} x "
@@ -402,15 +377,15 @@ def tokenize(
     terminal = ui.stdout_is_terminal() and not json_output
     console = ui.stdout_console()
     for item in texts:
-        normalized = tokenizer.normalize(item)
-        ids = tokenizer.encode(normalized)
+        ids = tokenizer.encode(tokenizer.normalize(item))
         pieces = [tokenizer.tokens[i] for i in ids]
+        surface = tokenizer.surface(item)
         if json_output:
-            ui.emit_json({"text": item, "tokens": pieces, "ids": ids,
+            ui.emit_json({"text": item, "tokens": pieces, "ids": ids, "surface": surface,
                           "num_tokens": len(ids) + 1, "oov": sum(1 for i in ids if i == UNK_ID)})
         elif terminal:
-            shown = " ".join(f"[red]{ui.escape(p)}[/]" if i == UNK_ID else f"[cyan]{ui.escape(p)}[/]"
-                             for p, i in zip(pieces, ids))
+            shown = " ".join(f"[red]{ui.escape(repr(s)[1:-1])}=<UNK>[/]" if i == UNK_ID
+                             else f"[cyan]{ui.escape(p)}[/]" for p, s, i in zip(pieces, surface, ids))
             console.print(f"{shown} [dim]<EOS>[/]  [dim]({len(ids) + 1} tokens)[/]")
         else:
             print(" ".join(pieces))

@@ -108,6 +108,11 @@ class Tokenizer(ABC):
         """How ``text`` splits into tokens, as token strings (for ``lmcli tokenize``)."""
         return [self.tokens[i] for i in self.encode(self.normalize(text))]
 
+    def surface(self, text: str) -> list[str]:
+        """The stretches of (normalised) ``text`` its tokens cover, one per token: what an
+        ``<UNK>`` stood for."""
+        return list(self.normalize(text))
+
     def to_state(self) -> dict[str, Any]:
         """Plain data (str, list, bool, bytes) that :func:`tokenizer_from_state` restores."""
         return {"level": self.level, "tokens": list(self.tokens), "lowercase": self.lowercase}
@@ -181,6 +186,9 @@ class WordTokenizer(Tokenizer):
         return np.fromiter(map(index.get, words, repeat(UNK_ID)),
                            dtype=array_dtype(self.vocab_size), count=len(words))
 
+    def surface(self, text: str) -> list[str]:
+        return _WORD.findall(self.normalize(text))
+
     def decode(self, ids: Iterable[int]) -> str:
         out: list[str] = []
         line: list[str] = []
@@ -213,6 +221,11 @@ class SentencePieceTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         return self._processor.encode(text)
+
+    def surface(self, text: str) -> list[str]:
+        # As strings, sentencepiece spells an unknown piece as the text it covers.
+        return [piece.replace("\u2581", " ")
+                for piece in self._processor.encode(self.normalize(text), out_type=str)]
 
     def encode_lines(self, lines: Iterable[str]) -> np.ndarray:
         texts = [text for text in map(self.normalize, lines) if text]

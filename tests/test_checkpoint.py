@@ -37,6 +37,7 @@ def test_round_trip_with_plain_weights_only_torch_load(tmp_path: Path) -> None:
     for name, value in payload["state_dict"].items():
         torch.testing.assert_close(model.state_dict()[name], value)
     assert loaded.tokenizer.tokens == build_tokenizer("word", ["a b c\nb c d\n"]).tokens
+    assert loaded.summary()["parameters"] == model.num_parameters()  # the tied matrix once
 
 
 def test_non_plain_values_are_caught_before_writing(tmp_path: Path) -> None:

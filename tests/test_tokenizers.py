@@ -146,3 +146,16 @@ def test_damaged_state_is_a_clear_error() -> None:
         CharTokenizer(["a", "b"], False)
     with pytest.raises(LmcliError):
         WordTokenizer([EOS, UNK, "ok"], False).__class__([UNK, EOS], False)
+
+
+@pytest.mark.parametrize("level", ["char", "word", "bpe"])
+def test_surface_pieces_line_up_with_tokens(level: str) -> None:
+    tokenizer = build(level, ["birds sing in the trees", "the moon is bright"] * 40,
+                      vocab_size=40 if level == "bpe" else None)
+    text = "  birds ☃☃ sing "
+    ids = tokenizer.encode(tokenizer.normalize(text))
+    surface = tokenizer.surface(text)
+    assert len(surface) == len(ids)
+    unknown = [s for s, i in zip(surface, ids) if i == UNK_ID]
+    assert "".join(unknown).strip() in ("☃☃", "☃")
+    assert "".join(surface).replace(" ", "") == "birds☃☃sing"
