@@ -10,7 +10,7 @@ do not depend on it, and a sentence scores the same alone or in any batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -47,12 +47,15 @@ class SentenceScore:
         return math.exp(-self.logprob / self.num_tokens) if self.num_tokens else float("nan")
 
 
-def _batches(items: list[tuple[int, list[int]]], batch_size: int, vocab: int
-             ) -> Iterator[list[tuple[int, list[int]]]]:
+Ids = Sequence[int] | np.ndarray
+
+
+def _batches(items: list[tuple[int, Ids]], batch_size: int, vocab: int
+             ) -> Iterator[list[tuple[int, Ids]]]:
     """Length-sorted items cut into batches of at most ``batch_size`` sentences and a
     bounded number of logits."""
     items = sorted(items, key=lambda item: len(item[1]))
-    batch: list[tuple[int, list[int]]] = []
+    batch: list[tuple[int, Ids]] = []
     for item in items:
         longest = len(item[1]) + 1
         if batch and (len(batch) >= batch_size or (len(batch) + 1) * longest * vocab > LOGIT_BUDGET):
@@ -64,25 +67,41 @@ def _batches(items: list[tuple[int, list[int]]], batch_size: int, vocab: int
 
 
 @torch.no_grad()
-def _score_batch(model: RNNLM, batch: list[list[int]], eos: bool, device: torch.device
+def _score_batch(model: RNNLM, batch: list[Ids], eos: bool, device: torch.device
                  ) -> list[np.ndarray]:
-    """Per-token log-probabilities (float64) of each id list in a batch."""
+    """Per-token log-probabilities (float64) of each id sequence in a batch."""
     lengths = [len(ids) + 1 for ids in batch]  # targets: the ids, then <EOS>
     width = max(lengths)
-    inputs = torch.full((len(batch), width), EOS_ID, dtype=torch.long)
-    targets = torch.full((len(batch), width), EOS_ID, dtype=torch.long)
+    inputs = np.full((len(batch), width), EOS_ID, dtype=np.int64)  # padding sits after the end
+    targets = np.full((len(batch), width), EOS_ID, dtype=np.int64)
     for row, ids in enumerate(batch):
-        if ids:
-            inputs[row, 1:len(ids) + 1] = torch.tensor(ids)
-            targets[row, :len(ids)] = torch.tensor(ids)
-    inputs, targets = inputs.to(device), targets.to(device)
-    logits, _ = model(inputs)  # (batch, time, vocab)
+        inputs[row, 1:len(ids) + 1] = ids
+        targets[row, :len(ids)] = ids
+    logits, _ = model(torch.from_numpy(inputs).to(device))  # (batch, time, vocab)
     # Token log-probabilities in float32, as precise as the float32 logits they come from
     # (about 1e-6 relative); sentence and corpus sums are then taken in float64.
-    logprobs = -F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
+    logprobs = -F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                torch.from_numpy(targets).to(device).reshape(-1),
                                 reduction="none").reshape(len(batch), width)
     rows = logprobs.double().cpu().numpy()
     return [rows[r, : n if eos else n - 1] for r, n in enumerate(lengths)]
+
+
+def score_ids(model: RNNLM, encoded: Sequence[Ids], *, batch_size: int = 64, eos: bool = True
+              ) -> list[np.ndarray]:
+    """Per-token log-probabilities of many id sequences (each from an empty context), in
+    input order; length-sorted batches inside. The model is left in the mode it was in."""
+    if batch_size < 1:
+        raise LmcliError(f"--batch-size must be at least 1, got {batch_size}")
+    device = model.embedding.weight.device
+    was_training = model.training
+    model.eval()
+    results: list[np.ndarray] = [np.zeros(0)] * len(encoded)
+    for batch in _batches(list(enumerate(encoded)), batch_size, model.config.vocab_size):
+        for (index, _), logprobs in zip(batch, _score_batch(model, [ids for _, ids in batch], eos, device)):
+            results[index] = logprobs
+    model.train(was_training)
+    return results
 
 
 def score_sentences(model: RNNLM, tokenizer: Tokenizer, sentences: Iterable[str], *,
@@ -92,33 +111,48 @@ def score_sentences(model: RNNLM, tokenizer: Tokenizer, sentences: Iterable[str]
     scored in batches and given back before more are read."""
     if batch_size < 1:
         raise LmcliError(f"--batch-size must be at least 1, got {batch_size}")
-    device = model.embedding.weight.device
     model.eval()
     group: list[str] = []
     for sentence in sentences:
         group.append(sentence)
         if len(group) >= group_size:
-            yield from _score_group(model, tokenizer, group, batch_size, eos, per_token, device)
+            yield from _score_group(model, tokenizer, group, batch_size, eos, per_token)
             group = []
     if group:
-        yield from _score_group(model, tokenizer, group, batch_size, eos, per_token, device)
+        yield from _score_group(model, tokenizer, group, batch_size, eos, per_token)
 
 
 def _score_group(model: RNNLM, tokenizer: Tokenizer, group: list[str], batch_size: int,
-                 eos: bool, per_token: bool, device: torch.device) -> list[SentenceScore]:
+                 eos: bool, per_token: bool) -> list[SentenceScore]:
     texts = [tokenizer.normalize(s) for s in group]
     encoded = [tokenizer.encode(t) if t else [] for t in texts]
-    results: list[SentenceScore | None] = [None] * len(group)
-    for batch in _batches(list(enumerate(encoded)), batch_size, model.config.vocab_size):
-        scored = _score_batch(model, [ids for _, ids in batch], eos, device)
-        for (index, ids), logprobs in zip(batch, scored):
-            unk = np.array(ids[: len(logprobs)], dtype=np.int64) == UNK_ID
-            results[index] = SentenceScore(
-                text=texts[index], logprob=float(logprobs.sum()), num_tokens=len(logprobs),
-                oov=int(unk.sum()), unk_logprob=float(logprobs[: len(unk)][unk].sum()),
-                token_ids=ids + ([EOS_ID] if eos else []),
-                token_logprobs=logprobs.tolist() if per_token else None)
-    return [r for r in results if r is not None]
+    results = []
+    for text, ids, logprobs in zip(texts, encoded, score_ids(model, encoded, batch_size=batch_size, eos=eos)):
+        unk = np.array(ids[: len(logprobs)], dtype=np.int64) == UNK_ID
+        results.append(SentenceScore(
+            text=text, logprob=float(logprobs.sum()), num_tokens=len(logprobs),
+            oov=int(unk.sum()), unk_logprob=float(logprobs[: len(unk)][unk].sum()),
+            token_ids=ids + ([EOS_ID] if eos else []),
+            token_logprobs=logprobs.tolist() if per_token else None))
+    return results
+
+
+def sentence_loss(model: RNNLM, tokens: np.ndarray, *, batch_size: int = 64,
+                  group_size: int = 4096) -> float:
+    """Mean cross-entropy (nats per token, <EOS> included) of the sentences of a token
+    stream, each scored from an empty context: the perplexity ``lmcli eval`` reports for
+    the same text. Validation during training uses it, so the best checkpoint is the
+    best at what ``score`` and ``eval`` compute."""
+    ends = np.flatnonzero(tokens == EOS_ID)
+    starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.zeros(0, dtype=np.int64)
+    sentences = [tokens[a:b] for a, b in zip(starts, ends) if not (a == 0 and b == 0)]
+    total = 0.0
+    count = 0
+    for first in range(0, len(sentences), group_size):
+        for logprobs in score_ids(model, sentences[first:first + group_size], batch_size=batch_size):
+            total += float(logprobs.sum())
+            count += len(logprobs)
+    return -total / max(count, 1)
 
 
 # ----------------------------------------------------------------------------- evaluation

@@ -1,6 +1,13 @@
 """Training: truncated BPTT with the state carried across windows, validation, learning-rate
 decay on plateaus, early stopping, checkpoints and exact resume.
 
+Validation scores every held-out sentence from an empty context, exactly as ``lmcli score``
+and ``lmcli eval`` do, so the validation perplexity shown is the one ``lmcli eval`` gives
+for the same text, and the best checkpoint is the best at the job users load it for.
+(Carrying the state into validation text cut into parallel lanes would start most lanes
+mid-sentence from a zero state, a situation training never shows the model; its loss can
+then be wildly off and make early stopping and learning-rate decay act on noise.)
+
 :func:`start_run` and :func:`resume_run` report progress through a callback of small event
 objects (the CLI draws them with rich; tests collect them); nothing here prints. The hot loop keeps losses on the
 device and reads them back only when an event is due (a few times a second), so there
@@ -27,6 +34,7 @@ from lmcli.data import BpttBatches, CorpusData, DataConfig, DataEvent, load_corp
 from lmcli.devices import amp_dtype, autocast, describe, resolve_device
 from lmcli.errors import LmcliError, UsageError
 from lmcli.model import RNNLM, ModelConfig, State, detach_state
+from lmcli.scoring import sentence_loss
 
 OPTIMIZERS = ("adam", "sgd")
 LOG_EVERY = 100  # steps between "train" lines in metrics.jsonl
@@ -245,29 +253,6 @@ class _LossMeter:
         return mean, time.perf_counter() - mark.time, steps
 
 
-def stream_loss(model: RNNLM, tokens: np.ndarray, *, batch_size: int, seq_len: int,
-                device: torch.device, amp: bool = False) -> float:
-    """Mean cross-entropy (nats per token) over a token stream, state carried across
-    windows as in training (eval mode: no dropout)."""
-    batches = BpttBatches(tokens, min(batch_size, max(1, (len(tokens) - 1) // 2)), seq_len,
-                          keep_partial=True)
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    count = 0
-    state = model.initial_state(batches.batch_size, device)
-    with torch.no_grad():
-        for i in range(len(batches)):
-            inputs, targets = (to_device(t, device) for t in batches.window(i))
-            with autocast(device, amp):
-                logits, state = model(inputs, state)
-            total += F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                     targets.reshape(-1), reduction="sum").double()
-            count += targets.numel()
-    model.train(was_training)
-    return float(total.item()) / max(count, 1)
-
-
 def _capture_rng() -> dict[str, Any]:
     # Only torch draws random numbers during training (dropout).
     return {
@@ -427,8 +412,7 @@ class Trainer:
         if run.validated_at == run.step and run.valid_loss is not None:
             loss = run.valid_loss
         else:
-            loss = stream_loss(self.model, self.data.valid, batch_size=self.config.batch_size,
-                               seq_len=self.config.seq_len, device=self.device, amp=self.config.amp)
+            loss = sentence_loss(self.model, self.data.valid, batch_size=max(64, self.config.batch_size))
             if not math.isfinite(loss):
                 raise LmcliError(f"training diverged at step {run.step} (validation loss is "
                                  f"{loss}); lower --lr or --clip. Checkpoints written before are kept")

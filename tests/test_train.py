@@ -177,3 +177,19 @@ def test_sgd_trains_too(tmp_path: Path) -> None:
                          root=tmp_path / "ck")
     losses = train_losses(finished.last_path)
     assert losses[-1] < losses[0]
+
+
+def test_validation_loss_is_what_eval_reports_for_the_same_text(tmp_path: Path) -> None:
+    """Validation scores each sentence from an empty context, as `score` and `eval` do, so
+    the best checkpoint's validation perplexity is exactly `lmcli eval VALID`'s."""
+    from lmcli.data import TextFiles
+    from lmcli.scoring import evaluate_file
+
+    valid = tmp_path / "valid.txt"
+    valid.write_text("\n".join(english_lines(30, seed=99)) + "\n", encoding="utf-8")
+    req = request(tmp_path, "run", max_steps=20, eval_every=10)
+    req.data = DataConfig(level="word", min_freq=1, valid_file=str(valid))
+    finished = start_run(req, root=tmp_path / "ck")
+    checkpoint = ckpt.load(finished.best_path)
+    result = evaluate_file(checkpoint.build_model(), checkpoint.tokenizer, TextFiles.of([valid]))
+    assert result.cross_entropy == pytest.approx(finished.best_valid_loss, rel=1e-6)
