@@ -69,6 +69,10 @@ def resolve_settings(given: dict[str, Any], *, use_default_corpus: bool) -> dict
     settings["level"] = level
     for key, value in LEVEL_DEFAULTS.get(level, {}).items():
         settings.setdefault(key, value)
+    # "Train for 15 minutes" means 15 minutes: a time or step budget without --epochs lifts
+    # the epoch limit (early stopping still applies).
+    if "epochs" not in settings and (settings.get("time_limit") or settings.get("max_steps")):
+        settings["epochs"] = None
     return settings
 
 

@@ -211,3 +211,17 @@ def test_json_train_events(english_corpus: Path) -> None:
     kinds = [e["event"] for e in events]
     assert "started" in kinds and kinds[-1] == "finished"
     assert events[-1]["reason"] == "max_steps" and events[-1]["step"] == 3
+
+
+def test_recipes_resolve_flags_level_defaults_and_budgets() -> None:
+    from lmcli.recipes import resolve_settings
+
+    word = resolve_settings({"level": "word", "hidden_dim": 99}, use_default_corpus=False)
+    assert word["hidden_dim"] == 99 and word["tie_weights"] is True and word["seq_len"] == 35
+    assert "epochs" not in word  # the dataclass default (10) applies
+    timed = resolve_settings({"level": "char", "time_limit": 60.0}, use_default_corpus=False)
+    assert timed["epochs"] is None  # a time budget alone is not cut short by 10 epochs
+    bounded = resolve_settings({"time_limit": 60.0, "epochs": 3}, use_default_corpus=False)
+    assert bounded["epochs"] == 3
+    default = resolve_settings({}, use_default_corpus=True)
+    assert default["level"] == "char" and default["time_limit"] == 300.0 and default["epochs"] is None

@@ -136,3 +136,19 @@ def test_stream_eval_carries_the_state(tmp_path: Path) -> None:
     expected = torch.log_softmax(logits[0].double(), -1).gather(1, torch.tensor(ids[1:])[:, None]).sum()
     assert stream.logprob == pytest.approx(expected.item(), abs=1e-4)
     assert abs(stream.logprob - sentences.logprob) > 1e-2
+
+
+def test_scoring_streams_instead_of_reading_everything_first() -> None:
+    tokenizer = tokenizer_for("word")
+    model = model_for(tokenizer)
+    consumed = {"n": 0}
+
+    def endless():
+        while True:
+            consumed["n"] += 1
+            yield "the moon rises over the sea"
+
+    results = score_sentences(model, tokenizer, endless(), group_size=100)
+    first = next(results)
+    assert first.num_tokens == 7
+    assert consumed["n"] <= 101  # one group read, not the whole (endless) input
