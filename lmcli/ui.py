@@ -234,3 +234,28 @@ def add_score_row(table: Table, record: dict[str, Any]) -> None:
                                      for t in record["tokens"]) + "[/]"
     table.add_row(text, f"{record['logprob']:.4f}", f"{record['log10prob']:.4f}",
                   str(record["num_tokens"]), _fmt(record["perplexity"], 2), str(record["oov"]))
+
+
+def rerank_summary(report: Any, tuned: Any, stats: Any, seconds: float, weights: Any) -> None:
+    """WER before and after, oracle and weights on stderr: a table on a terminal, lines
+    otherwise (stdout carries the rescored JSON lines)."""
+    console = stderr_console()
+    rows: list[tuple[str, str]] = []
+    if tuned is not None:
+        rows.append(("tuned on dev", f"WER {100 * tuned.wer_before:.2f}% -> {100 * tuned.wer_after:.2f}% "
+                                     f"({tuned.grid_points} weight pairs tried)"))
+    rows.append(("weights", f"--lm-weight {weights.lm_weight:.6g} --bonus {weights.bonus:.6g}"))
+    rows.append(("hypotheses", f"{stats.hypotheses:,} ({stats.unique_texts:,} distinct texts "
+                               f"scored, {stats.hypotheses / max(seconds, 1e-9):,.0f} hyps/s)"))
+    if report is not None:
+        rows += [
+            ("utterances", f"{report.utterances:,} with references ({report.ref_words:,} words)"),
+            ("WER 1-best (AM)", f"{100 * report.wer_am:.2f}%"),
+            ("WER rescored", f"{100 * report.wer_rescored:.2f}%"),
+            ("WER oracle", f"{100 * report.wer_oracle:.2f}%"),
+        ]
+    if console.is_terminal:
+        console.print(key_value_table("rerank", rows))
+    else:
+        for key, value in rows:
+            console.print(f"{key}: {value}", soft_wrap=True)
