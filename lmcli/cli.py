@@ -98,7 +98,26 @@ class Cell(str, Enum):
 
 class Optimizer(str, Enum):
     adam = "adam"
+    adamw = "adamw"
     sgd = "sgd"
+    ntasgd = "ntasgd"
+
+
+class Schedule(str, Enum):
+    plateau = "plateau"
+    cosine = "cosine"
+
+
+class Batching(str, Enum):
+    stream = "stream"
+    sentences = "sentences"
+
+
+class Recipe(str, Enum):
+    tiny = "tiny"
+    small = "small"
+    medium = "medium"
+    large = "large"
 
 
 CheckpointOption = Annotated[
@@ -174,9 +193,25 @@ def train(
                                                   show_default=False)] = None,
     hidden_dim: Annotated[int | None, typer.Option(help="Hidden state size.", rich_help_panel=_MODEL,
                                                    show_default=False)] = None,
-    dropout: Annotated[float | None, typer.Option(help="Dropout on embeddings, between layers "
-                                                  "and on outputs.", rich_help_panel=_MODEL,
+    recipe: Annotated[Recipe | None, typer.Option(help="A tested recipe for the level and a "
+                                                 "budget: tiny (minutes on a CPU), small (15 "
+                                                 "minutes), medium (an hour), large (GPU hours). "
+                                                 "Flags given override it. (default: small)",
+                                                 rich_help_panel=_MODEL, show_default=False)] = None,
+    dropout: Annotated[float | None, typer.Option(help="Locked (variational) dropout on the last "
+                                                  "layer's outputs; also the default for the "
+                                                  "input and between-layer rates.", rich_help_panel=_MODEL,
                                                   show_default=False)] = None,
+    dropout_input: Annotated[float | None, typer.Option(help="Locked dropout on the embeddings.",
+                                                        rich_help_panel=_MODEL, show_default=False)] = None,
+    dropout_hidden: Annotated[float | None, typer.Option(help="Locked dropout between layers.",
+                                                         rich_help_panel=_MODEL, show_default=False)] = None,
+    dropout_embed: Annotated[float | None, typer.Option(help="Embedding dropout: drop whole words "
+                                                        "(rows of the embedding).",
+                                                        rich_help_panel=_MODEL, show_default=False)] = None,
+    weight_drop: Annotated[float | None, typer.Option(help="DropConnect on the hidden-to-hidden "
+                                                      "weights (AWD-LSTM).",
+                                                      rich_help_panel=_MODEL, show_default=False)] = None,
     tie_weights: Annotated[bool | None, typer.Option("--tie-weights/--no-tie-weights",
                                                      help="Share the embedding with the output "
                                                           "layer. (default: on for word/subword)",
@@ -192,8 +227,26 @@ def train(
     time_limit: Annotated[str | None, typer.Option(help="Stop after this long (90s, 15m, 2h) and "
                                                    "keep the best model.",
                                                    rich_help_panel=_TRAIN, show_default=False)] = None,
-    optimizer: Annotated[Optimizer | None, typer.Option(help="adam or sgd. (default: adam)",
+    optimizer: Annotated[Optimizer | None, typer.Option(help="adam, adamw, sgd or ntasgd (SGD "
+                                                        "with non-monotonically triggered averaging).",
                                                         rich_help_panel=_TRAIN, show_default=False)] = None,
+    lr_schedule: Annotated[Schedule | None, typer.Option(help="plateau: decay when validation "
+                                                         "stalls; cosine: decay to zero over the "
+                                                         "budget (epochs, steps or time).",
+                                                         rich_help_panel=_TRAIN, show_default=False)] = None,
+    warmup: Annotated[int | None, typer.Option(help="Steps of linear learning-rate warm-up.",
+                                               rich_help_panel=_TRAIN, show_default=False)] = None,
+    ar: Annotated[float | None, typer.Option(help="Activation regularisation (AR) weight.",
+                                             rich_help_panel=_TRAIN, show_default=False)] = None,
+    tar: Annotated[float | None, typer.Option(help="Temporal activation regularisation (TAR) weight.",
+                                              rich_help_panel=_TRAIN, show_default=False)] = None,
+    nonmono: Annotated[int | None, typer.Option(help="NT-ASGD: start averaging when validation "
+                                                "is worse than N checks ago. (default: 5)",
+                                                rich_help_panel=_TRAIN, show_default=False)] = None,
+    batching: Annotated[Batching | None, typer.Option(help="stream: windows of the running text, "
+                                                      "state carried; sentences: whole sentences "
+                                                      "from a zero state, as score sees them.",
+                                                      rich_help_panel=_TRAIN, show_default=False)] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate. (default: 0.002 adam, 20 sgd)",
                                              rich_help_panel=_TRAIN, show_default=False)] = None,
     clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0 = off). "
@@ -252,8 +305,12 @@ def train(
              "valid_fraction": valid_fraction, "encoding": encoding, "errors": errors,
              "model": _level_value(model), "layers": layers, "embed_dim": embed_dim,
              "hidden_dim": hidden_dim, "dropout": dropout, "tie_weights": tie_weights,
+             "dropout_input": dropout_input, "dropout_hidden": dropout_hidden,
+             "dropout_embed": dropout_embed, "weight_drop": weight_drop,
              "seq_len": seq_len, "batch_size": batch_size, "optimizer": _level_value(optimizer),
              "lr": lr, "clip": clip, "weight_decay": weight_decay, "lr_decay": lr_decay,
+             "lr_schedule": _level_value(lr_schedule), "warmup": warmup, "ar": ar, "tar": tar,
+             "nonmono": nonmono, "batching": _level_value(batching), "recipe": _level_value(recipe),
              "seed": seed}
     try:
         if resume:

@@ -28,6 +28,7 @@ from lmcli.errors import LmcliError, UsageError
 from lmcli.tokenizers import EOS_ID, Tokenizer, array_dtype, build_tokenizer, normalize_line
 
 CHUNK_BYTES = 4 << 20
+PAD_TARGET = -100  # a target that is padding: cross_entropy's ignore_index, never scored
 UTF8_BOM = codecs.BOM_UTF8
 _COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
@@ -429,3 +430,90 @@ class BpttBatches:
         stop = min(start + self.seq_len, self.lanes.shape[1] - 1)
         block = torch.from_numpy(np.ascontiguousarray(self.lanes[:, start: stop + 1])).long()
         return block[:, :-1], block[:, 1:]
+
+
+def split_sentences(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, ends) of the sentences of a token stream; ``ends`` index each <EOS>.
+    Text after the last <EOS> (none in a corpus lmcli encoded) is not a sentence."""
+    ends = np.flatnonzero(tokens == EOS_ID)
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64) if len(ends) else ends
+    return starts, ends
+
+
+class SentenceBatches:
+    """Windows of whole sentences, each started from a zero state, as ``score`` sees them.
+
+    Every epoch the sentences are shuffled (a fixed order per seed and epoch, so a resumed
+    run continues exactly), then sorted by length within pools of 50 batches so that a
+    batch holds sentences of similar length (little padding), and the batches shuffled
+    again. A batch is ``batch_size`` sentences, padded; inputs begin with <EOS> (the
+    implicit start) and targets end with each sentence's <EOS>; padding targets are
+    ``PAD_TARGET`` and never count. A batch longer than ``seq_len`` is cut into several
+    windows with the state carried between them (truncated BPTT inside long sentences).
+    """
+
+    POOL = 50
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, seq_len: int, seed: int) -> None:
+        if batch_size < 1 or seq_len < 1:
+            raise UsageError("batch size and sequence length must be at least 1")
+        self.tokens = tokens
+        self.starts, self.ends = split_sentences(tokens)
+        if len(self.starts) < batch_size:
+            raise LmcliError(f"the text has {len(self.starts)} sentences: too few for one batch "
+                             f"of {batch_size}; use a smaller --batch-size or a longer corpus")
+        self.batch_size = batch_size
+        self.seq_len = seq_len
+        self.seed = seed
+        self.epoch = -1
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Lay out the windows of ``epoch``: the same for the same seed and epoch."""
+        if epoch == self.epoch:
+            return
+        self.epoch = epoch
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.starts))
+        order = order[: len(order) // self.batch_size * self.batch_size]  # whole batches only
+        lengths = self.ends - self.starts + 1  # tokens scored per sentence, <EOS> included
+        pool = self.POOL * self.batch_size
+        for first in range(0, len(order), pool):
+            chunk = order[first:first + pool]
+            order[first:first + pool] = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches = order.reshape(-1, self.batch_size)
+        batches = batches[rng.permutation(len(batches))]
+        self.batches = batches
+        longest = lengths[batches].max(axis=1)
+        pieces = -(-longest // self.seq_len)  # windows per batch
+        self.first_window = np.concatenate([[0], np.cumsum(pieces)])
+        self.num_targets = int(lengths[batches].sum())
+
+    def __len__(self) -> int:
+        return int(self.first_window[-1])
+
+    @property
+    def tokens_per_window(self) -> int:
+        """Average scored tokens per window (for rates and estimates)."""
+        return max(1, self.num_targets // max(len(self), 1))
+
+    def starts_fresh(self, index: int) -> bool:
+        """Whether window ``index`` begins new sentences (zero state)."""
+        batch = int(np.searchsorted(self.first_window, index, side="right") - 1)
+        return int(self.first_window[batch]) == index
+
+    def window(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets), each (batch, time) int64; padding targets are PAD_TARGET."""
+        batch = int(np.searchsorted(self.first_window, index, side="right") - 1)
+        piece = index - int(self.first_window[batch])
+        rows = self.batches[batch]
+        lengths = self.ends[rows] - self.starts[rows] + 1
+        width = int(lengths.max())
+        inputs = np.full((len(rows), width), EOS_ID, dtype=np.int64)
+        targets = np.full((len(rows), width), PAD_TARGET, dtype=np.int64)
+        for row, (start, length) in enumerate(zip(self.starts[rows], lengths)):
+            sentence = self.tokens[start:start + length]  # ends with <EOS>
+            inputs[row, 1:length] = sentence[:-1]
+            targets[row, :length] = sentence
+        cut = slice(piece * self.seq_len, (piece + 1) * self.seq_len)
+        return torch.from_numpy(inputs[:, cut]), torch.from_numpy(targets[:, cut])

@@ -9,11 +9,14 @@ zero state.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from lmcli.errors import LmcliError, UsageError
 
@@ -25,13 +28,24 @@ State = tuple[torch.Tensor, ...]
 
 @dataclass
 class ModelConfig:
+    """The network's shape and its regularisation (AWD-LSTM, Merity et al. 2018).
+
+    ``dropout`` is the locked (variational) dropout on the last layer's output; the
+    input and between-layer rates default to it when left ``None``. All dropouts act in
+    training only: scores and samples are deterministic.
+    """
+
     vocab_size: int
     cell: str = "lstm"
     layers: int = 2
     embed_dim: int = 256
     hidden_dim: int = 512
-    dropout: float = 0.2
+    dropout: float = 0.2  # locked dropout on the last layer's output
     tie_weights: bool = False
+    dropout_input: float | None = None  # locked dropout on the embeddings (None: = dropout)
+    dropout_hidden: float | None = None  # locked dropout between layers (None: = dropout)
+    dropout_embed: float = 0.0  # drops whole words: rows of the embedding matrix
+    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden matrices
 
     def validate(self) -> ModelConfig:
         if self.cell not in CELLS:
@@ -40,9 +54,19 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be a positive integer, got {value}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UsageError(f"--dropout must be in [0, 1), got {self.dropout}")
+        for name in ("dropout", "dropout_input", "dropout_hidden", "dropout_embed", "weight_drop"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
         return self
+
+    @property
+    def input_rate(self) -> float:
+        return self.dropout if self.dropout_input is None else self.dropout_input
+
+    @property
+    def hidden_rate(self) -> float:
+        return self.dropout if self.dropout_hidden is None else self.dropout_hidden
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,8 +80,40 @@ class ModelConfig:
         return cls(**data).validate()
 
 
+def locked_dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Variational dropout: one mask per sequence, the same at every time step.
+    x: (batch, time, features)."""
+    if not training or rate == 0.0:
+        return x
+    mask = x.new_empty((x.shape[0], 1, x.shape[2])).bernoulli_(1.0 - rate) / (1.0 - rate)
+    return x * mask
+
+
+def embedding_dropout(weight: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Drops whole words: a row of the embedding matrix is zeroed for the whole batch, so a
+    dropped word vanishes wherever it occurs (Gal & Ghahramani 2016). weight: (vocab, embed)."""
+    if not training or rate == 0.0:
+        return weight
+    mask = weight.new_empty((weight.shape[0], 1)).bernoulli_(1.0 - rate) / (1.0 - rate)
+    return weight * mask
+
+
+@dataclass
+class Activations:
+    """The last layer's outputs for activation regularisation, (batch, time, hidden):
+    ``raw`` before the output dropout (TAR penalises its changes over time) and
+    ``dropped`` after it (AR penalises its size)."""
+
+    raw: torch.Tensor
+    dropped: torch.Tensor
+
+
 class RNNLM(nn.Module):
     """Embedding -> stacked recurrent layers -> (projection) -> linear over the vocabulary.
+
+    Each layer is its own single-layer PyTorch RNN module, so that locked dropout can act
+    between layers and weight-drop can replace a layer's hidden-to-hidden matrix for one
+    forward pass; the fused (cuDNN / oneDNN) kernel still runs each layer.
 
     With ``tie_weights`` the output layer shares the embedding matrix; when the hidden size
     differs from the embedding size a linear projection maps hidden states down first.
@@ -69,10 +125,10 @@ class RNNLM(nn.Module):
         rnn_class = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
         extra = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
-        self.dropout = nn.Dropout(config.dropout)
-        self.rnn = rnn_class(config.embed_dim, config.hidden_dim, num_layers=config.layers,
-                             dropout=config.dropout if config.layers > 1 else 0.0,
-                             batch_first=True, **extra)
+        self.rnns = nn.ModuleList(
+            rnn_class(config.embed_dim if layer == 0 else config.hidden_dim, config.hidden_dim,
+                      batch_first=True, **extra)
+            for layer in range(config.layers))
         output_dim = config.hidden_dim
         self.projection: nn.Linear | None = None
         if config.tie_weights and config.hidden_dim != config.embed_dim:
@@ -90,18 +146,19 @@ class RNNLM(nn.Module):
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         hidden = self.config.hidden_dim
         gates = {"rnn": 1, "lstm": 4, "gru": 3}[self.config.cell]
-        for name, param in self.rnn.named_parameters():
-            if name.startswith("weight_hh"):
-                for g in range(gates):
-                    nn.init.orthogonal_(param.data[g * hidden:(g + 1) * hidden])
-            elif name.startswith("weight_ih"):
-                for g in range(gates):
-                    nn.init.xavier_uniform_(param.data[g * hidden:(g + 1) * hidden])
-            elif name.startswith("bias"):
-                nn.init.zeros_(param)
-                # PyTorch adds bias_ih and bias_hh; gate order i, f, g, o.
-                if self.config.cell == "lstm" and name.startswith("bias_ih"):
-                    nn.init.ones_(param.data[hidden:2 * hidden])
+        for rnn in self.rnns:
+            for name, param in rnn.named_parameters():
+                if name.startswith("weight_hh"):
+                    for g in range(gates):
+                        nn.init.orthogonal_(param.data[g * hidden:(g + 1) * hidden])
+                elif name.startswith("weight_ih"):
+                    for g in range(gates):
+                        nn.init.xavier_uniform_(param.data[g * hidden:(g + 1) * hidden])
+                elif name.startswith("bias"):
+                    nn.init.zeros_(param)
+                    # PyTorch adds bias_ih and bias_hh; gate order i, f, g, o.
+                    if self.config.cell == "lstm" and name.startswith("bias_ih"):
+                        nn.init.ones_(param.data[hidden:2 * hidden])
         bound = 1.0 / math.sqrt(self.decoder.in_features)
         nn.init.uniform_(self.decoder.weight, -bound, bound)
         nn.init.zeros_(self.decoder.bias)
@@ -119,26 +176,68 @@ class RNNLM(nn.Module):
     def forward(self, tokens: torch.Tensor, state: State | None = None
                 ) -> tuple[torch.Tensor, State]:
         """Logits (batch, time, vocab) for next tokens, and the state after the last step."""
-        features = self.hidden_features(tokens, state)
-        return self.decoder(features[0]), features[1]
+        features, new_state, _ = self.hidden_features(tokens, state)
+        return self.decoder(features), new_state
 
     def hidden_features(self, tokens: torch.Tensor, state: State | None = None
-                        ) -> tuple[torch.Tensor, State]:
-        """The output layer's inputs (batch, time, features) and the final state."""
+                        ) -> tuple[torch.Tensor, State, Activations]:
+        """The output layer's inputs (batch, time, features), the final state, and the last
+        layer's activations (for AR/TAR)."""
+        config, training = self.config, self.training
         if state is None:
             state = self.initial_state(tokens.shape[0], tokens.device)
-        embedded = self.dropout(self.embedding(tokens))  # (batch, time, embed)
-        rnn_state: Any = state if self.config.cell == "lstm" else state[0]
-        output, new_state = self.rnn(embedded, rnn_state)  # (batch, time, hidden)
-        output = self.dropout(output)
+        weight = embedding_dropout(self.embedding.weight, config.dropout_embed, training)
+        x = locked_dropout(F.embedding(tokens, weight), config.input_rate, training)  # (batch, time, embed)
+        finals: list[tuple[torch.Tensor, ...]] = []
+        for layer, rnn in enumerate(self.rnns):
+            layer_state = tuple(s[layer:layer + 1] for s in state)
+            x, final = self._run_layer(rnn, x, layer_state)  # (batch, time, hidden)
+            finals.append(final)
+            if layer < config.layers - 1:
+                x = locked_dropout(x, config.hidden_rate, training)
+        raw = x
+        x = locked_dropout(x, config.dropout, training)
+        activations = Activations(raw, x)
         if self.projection is not None:
-            output = self.projection(output)
-        new = tuple(new_state) if self.config.cell == "lstm" else (new_state,)
-        return output, new
+            x = self.projection(x)
+        new_state = tuple(torch.cat([final[part] for final in finals]) for part in range(len(state)))
+        return x, new_state, activations
+
+    def _run_layer(self, rnn: nn.Module, x: torch.Tensor, state: State
+                   ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        rnn_state: Any = state if self.config.cell == "lstm" else state[0]
+        if self.training and self.config.weight_drop > 0.0:
+            # DropConnect on W_hh (Wan et al. 2013): one mask per forward pass, shared by
+            # every time step; the module runs with the dropped matrix swapped in, so its
+            # fused kernel is used and gradients reach the raw weight.
+            dropped = F.dropout(rnn.weight_hh_l0, self.config.weight_drop, training=True)
+            output, final = functional_call(rnn, {"weight_hh_l0": dropped}, (x, rnn_state))
+        else:
+            output, final = rnn(x, rnn_state)
+        return output, (tuple(final) if self.config.cell == "lstm" else (final,))
 
     def num_parameters(self) -> int:
         """Distinct trainable parameters (a tied matrix counts once)."""
         return sum(p.numel() for p in self.parameters())
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        return super().load_state_dict(upgrade_state_dict(state_dict), strict=strict, assign=assign)
+
+
+_OLD_RNN_KEY = re.compile(r"^rnn\.(weight|bias)_(ih|hh)_l(\d+)$")
+
+
+def upgrade_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Weights saved by lmcli 0.1 (one multi-layer RNN module, keys ``rnn.weight_ih_l1``)
+    renamed for the per-layer modules (``rnns.1.weight_ih_l0``); the numbers are the same."""
+    upgraded = {}
+    for key, value in state_dict.items():
+        match = _OLD_RNN_KEY.match(key)
+        if match:
+            kind, which, layer = match.groups()
+            key = f"rnns.{layer}.{kind}_{which}_l0"
+        upgraded[key] = value
+    return upgraded
 
 
 def detach_state(state: State) -> State:

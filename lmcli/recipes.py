@@ -10,6 +10,8 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmcli.checkpoint import DEFAULT_ROOT
 from lmcli.data import DataConfig
 from lmcli.errors import LmcliError, UsageError
@@ -59,6 +61,48 @@ def bundled_corpus(name: str = DEFAULT_CORPUS_NAME) -> Path:
                      "run from a checkout of lmcli or pass a corpus file")
 
 
+RECIPE_NAMES = ("tiny", "small", "medium", "large")
+
+# Recipes per level and budget (benchmarks/RESULTS.md has the runs that chose them):
+# tiny ~5 minutes and small ~15 minutes on a 2-core CPU, medium ~an hour on a CPU, large
+# hours on a GPU. A short budget sees few epochs, so its recipes regularise lightly and
+# decay the learning rate to zero over the budget; longer budgets grow the model and the
+# AWD-LSTM regularisers with it.
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "word": {
+        "tiny": {},
+        "small": {},
+        "medium": {},
+        "large": {},
+    },
+    "char": {
+        "tiny": {},
+        "small": {},
+        "medium": {},
+        "large": {},
+    },
+}
+RECIPES["bpe"] = RECIPES["unigram"] = {name: dict(recipe) for name, recipe in RECIPES["word"].items()}
+
+
+def pick_recipe(settings: dict[str, Any]) -> str:
+    """The recipe for the budget: named by --recipe, else chosen by --time-limit on a CPU
+    (up to 10 minutes tiny, 40 small, 2 hours medium); a GPU, or more time, gets large;
+    no time limit on a CPU gets medium."""
+    if settings.get("recipe"):
+        return str(settings["recipe"])
+    device = str(settings.get("device") or "auto")
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return "large"
+    seconds = settings.get("time_limit")
+    if seconds is None:
+        return "medium"
+    for name, limit in (("tiny", 600), ("small", 2400), ("medium", 7200)):
+        if seconds <= limit:
+            return name
+    return "large"
+
+
 def resolve_settings(given: dict[str, Any], *, use_default_corpus: bool) -> dict[str, Any]:
     """Merge flags the user gave (``None`` = not given) with the recipe and level defaults."""
     settings = {k: v for k, v in given.items() if v is not None}
@@ -67,6 +111,12 @@ def resolve_settings(given: dict[str, Any], *, use_default_corpus: bool) -> dict
             settings.setdefault(key, value)
     level = settings.get("level", "char")
     settings["level"] = level
+    if not use_default_corpus or "recipe" in settings:
+        settings["recipe"] = pick_recipe(settings)
+        if settings["recipe"] not in RECIPE_NAMES:
+            raise UsageError(f"unknown --recipe {settings['recipe']!r}; choose one of {', '.join(RECIPE_NAMES)}")
+        for key, value in RECIPES.get(level, {}).get(settings["recipe"], {}).items():
+            settings.setdefault(key, value)
     for key, value in LEVEL_DEFAULTS.get(level, {}).items():
         settings.setdefault(key, value)
     # "Train for 15 minutes" means 15 minutes: a time or step budget without --epochs lifts
@@ -78,10 +128,11 @@ def resolve_settings(given: dict[str, Any], *, use_default_corpus: bool) -> dict
 
 DATA_FIELDS = ("level", "vocab_size", "min_freq", "lowercase", "valid_fraction", "encoding",
                "errors", "valid_file")
-MODEL_FIELDS = ("layers", "embed_dim", "hidden_dim", "dropout", "tie_weights")
+MODEL_FIELDS = ("layers", "embed_dim", "hidden_dim", "dropout", "tie_weights", "dropout_input",
+                "dropout_hidden", "dropout_embed", "weight_drop")
 TRAIN_FIELDS = ("seq_len", "batch_size", "epochs", "max_steps", "time_limit", "optimizer", "lr",
-                "clip", "weight_decay", "lr_decay", "patience", "lr_patience", "eval_every", "seed",
-                "device", "amp")
+                "clip", "weight_decay", "lr_decay", "lr_schedule", "warmup", "ar", "tar", "nonmono",
+                "batching", "patience", "lr_patience", "eval_every", "seed", "device", "amp")
 
 
 def default_out_dir(corpus: list[str], level: str, cell: str, root: Path = DEFAULT_ROOT) -> Path:
@@ -95,7 +146,7 @@ def make_request(corpus: list[str] | None, flags: dict[str, Any], *, out_dir: Pa
                  force: bool = False) -> RunRequest:
     """A training request from the flags a user gave (``None`` = not given): no corpus
     means the bundled default corpus and its recipe."""
-    unknown = set(flags) - {*DATA_FIELDS, *MODEL_FIELDS, *TRAIN_FIELDS, "model"}
+    unknown = set(flags) - {*DATA_FIELDS, *MODEL_FIELDS, *TRAIN_FIELDS, "model", "recipe"}
     if unknown:
         raise UsageError(f"unknown settings: {', '.join(sorted(unknown))}")
     paths = list(corpus) if corpus else [str(bundled_corpus())]

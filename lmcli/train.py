@@ -16,11 +16,12 @@ is no host sync per step on a GPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -30,13 +31,22 @@ import torch
 import torch.nn.functional as F
 
 from lmcli import checkpoint as ckpt
-from lmcli.data import BpttBatches, CorpusData, DataConfig, DataEvent, load_corpus
+from lmcli.data import PAD_TARGET, BpttBatches, CorpusData, DataConfig, DataEvent, SentenceBatches, load_corpus
 from lmcli.devices import amp_dtype, autocast, describe, resolve_device
 from lmcli.errors import LmcliError, UsageError
-from lmcli.model import RNNLM, ModelConfig, State, detach_state
+from lmcli.model import RNNLM, Activations, ModelConfig, State, detach_state
 from lmcli.scoring import sentence_loss
 
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "adamw", "sgd", "ntasgd")
+SCHEDULES = ("plateau", "cosine")
+BATCHING = ("stream", "sentences")
+# Per optimizer: learning rate, clip, plateau decay, weight decay (AWD-LSTM's for NT-ASGD).
+OPTIMIZER_DEFAULTS = {
+    "adam": (2e-3, 1.0, 0.5, 0.0),
+    "adamw": (2e-3, 1.0, 0.5, 0.01),
+    "sgd": (20.0, 0.25, 0.25, 0.0),
+    "ntasgd": (30.0, 0.25, 0.25, 1.2e-6),
+}
 LOG_EVERY = 100  # steps between "train" lines in metrics.jsonl
 
 
@@ -52,8 +62,14 @@ class TrainConfig:
     optimizer: str = "adam"
     lr: float | None = None
     clip: float | None = None
-    weight_decay: float = 0.0
+    weight_decay: float | None = None
     lr_decay: float | None = None
+    lr_schedule: str = "plateau"  # plateau: decay on stalls; cosine: to zero over the budget
+    warmup: int = 0  # steps of linear learning-rate warm-up
+    ar: float = 0.0  # activation regularisation: ar * mean(h_t^2), last layer, after dropout
+    tar: float = 0.0  # temporal AR: tar * mean((h_t - h_{t-1})^2), before dropout
+    nonmono: int = 5  # NT-ASGD: average once validation is worse than `nonmono` checks ago
+    batching: str = "stream"  # stream: state carried across windows; sentences: zero state each
     patience: int = 5  # validations in a row without improvement before stopping
     lr_patience: int = 2  # ... before multiplying the learning rate by lr_decay
     eval_every: int | None = None  # steps; None: four times an epoch (at most every 2000)
@@ -67,13 +83,17 @@ class TrainConfig:
 
     def resolved(self) -> TrainConfig:
         """A copy with the optimizer defaults filled in, checked."""
-        if self.optimizer not in OPTIMIZERS:
-            raise UsageError(f"unknown optimizer {self.optimizer!r}; choose adam or sgd")
-        defaults = {"adam": (2e-3, 1.0, 0.5), "sgd": (20.0, 0.25, 0.25)}[self.optimizer]
+        for name, value, choices in (("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("lr-schedule", self.lr_schedule, SCHEDULES),
+                                     ("batching", self.batching, BATCHING)):
+            if value not in choices:
+                raise UsageError(f"unknown --{name} {value!r}; choose one of {', '.join(choices)}")
+        defaults = OPTIMIZER_DEFAULTS[self.optimizer]
         config = TrainConfig(**{f.name: getattr(self, f.name) for f in fields(self)})
         config.lr = defaults[0] if self.lr is None else self.lr
         config.clip = defaults[1] if self.clip is None else self.clip
         config.lr_decay = defaults[2] if self.lr_decay is None else self.lr_decay
+        config.weight_decay = defaults[3] if self.weight_decay is None else self.weight_decay
         checks = [
             (config.seq_len >= 1, f"--seq-len must be at least 1, got {config.seq_len}"),
             (config.batch_size >= 1, f"--batch-size must be at least 1, got {config.batch_size}"),
@@ -90,6 +110,12 @@ class TrainConfig:
             (config.lr_patience >= 1, f"--lr-patience must be at least 1, got {config.lr_patience}"),
             (config.eval_every is None or config.eval_every >= 1,
              f"--eval-every must be at least 1, got {config.eval_every}"),
+            (config.warmup >= 0, f"--warmup must be >= 0, got {config.warmup}"),
+            (config.ar >= 0 and config.tar >= 0, "--ar and --tar must be >= 0"),
+            (config.nonmono >= 1, f"--nonmono must be at least 1, got {config.nonmono}"),
+            (config.lr_schedule != "cosine" or config.epochs is not None or config.max_steps is not None
+             or config.time_limit is not None,
+             "--lr-schedule cosine needs a budget to decay over: --epochs, --max-steps or --time-limit"),
         ]
         for ok, message in checks:
             if not ok:
@@ -194,6 +220,9 @@ class RunState:
     validated_at: int = -1  # step of the last validation, and its loss
     valid_loss: float | None = None
     scheduled_at: int = -1  # step of the last scheduled validation (plateau logic)
+    scheduled_losses: list[float] = field(default_factory=list)  # NT-ASGD's trigger looks back
+    averaged_from: int = -1  # NT-ASGD: the step weight averaging began (-1: not yet)
+    average_count: int = 0  # steps in the average
     elapsed: float = 0.0
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
@@ -279,9 +308,27 @@ def _make_optimizer(model: RNNLM, config: TrainConfig) -> torch.optim.Optimizer:
     # The fused kernels do the whole update in one pass over memory: on a CPU, Adam's step
     # for a 10M-parameter model drops from ~40 ms to ~6 ms (measured with torch 2.13).
     fused = params[0].device.type in ("cpu", "cuda")
-    if config.optimizer == "sgd":
+    if config.optimizer in ("sgd", "ntasgd"):
         return torch.optim.SGD(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
+
+
+def activation_penalty(activations: Activations, mask: torch.Tensor | None, ar: float, tar: float
+                       ) -> torch.Tensor | None:
+    """AR and TAR (Merity et al. 2017) over the positions that are not padding.
+    mask: (batch, time) bool or None (no padding)."""
+    if ar == 0.0 and tar == 0.0:
+        return None
+    penalty = torch.zeros((), device=activations.raw.device)
+    if ar:
+        size = activations.dropped.float().pow(2).mean(-1)  # (batch, time)
+        penalty = penalty + ar * (size[mask].mean() if mask is not None else size.mean())
+    if tar and activations.raw.shape[1] > 1:
+        step = (activations.raw[:, 1:] - activations.raw[:, :-1]).float().pow(2).mean(-1)
+        penalty = penalty + tar * (step[mask[:, 1:]].mean() if mask is not None else step.mean())
+    return penalty
 
 
 # ----------------------------------------------------------------------------- training
@@ -311,9 +358,16 @@ class Trainer:
         self.optimizer = _make_optimizer(self.model, self.config)
         use_scaler = self.config.amp and self.device.type == "cuda" and amp_dtype(self.device) == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.batches = BpttBatches(data.train, self.config.batch_size, self.config.seq_len)
+        self.batches: BpttBatches | SentenceBatches
+        if self.config.batching == "sentences":
+            self.batches = SentenceBatches(data.train, self.config.batch_size, self.config.seq_len,
+                                           self.config.seed)
+        else:
+            self.batches = BpttBatches(data.train, self.config.batch_size, self.config.seq_len)
         self.run = RunState(lr=float(self.config.lr))
         self.hidden: State | None = None
+        self.average: list[torch.Tensor] | None = None  # NT-ASGD's running mean of the weights
+        self._session_start = time.perf_counter()
         if resume_from is not None:
             self._restore(resume_from)
 
@@ -339,9 +393,13 @@ class Trainer:
         return min(limits) if limits else None
 
     def _set_lr(self, lr: float) -> None:
-        self.run.lr = lr
+        """The rate the optimizer uses for the next step (``run.lr`` is the base rate)."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+
+    @property
+    def _lr_now(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
 
     def _record(self, entry: dict[str, Any]) -> None:
         entry = {"time": round(self.run.elapsed, 3),
@@ -364,6 +422,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "hidden": list(self.hidden) if self.hidden is not None else None,
+                "average": self.average,
                 "rng": _capture_rng(),
             }
         return ckpt.make_payload(
@@ -395,6 +454,8 @@ class Trainer:
         # from the checkpoint's own history so it never shows a step twice.
         lines = "".join(json.dumps(entry) + "\n" for entry in self.run.metrics)
         ckpt.atomic_write(self.out_dir / ckpt.METRICS, lambda handle: handle.write(lines.encode()))
+        if state.get("average") is not None:
+            self.average = [a.to(self.device) for a in state["average"]]
         hidden = state.get("hidden")
         self.hidden = tuple(h.to(self.device) for h in hidden) if hidden is not None else None
         _restore_rng(state["rng"])
@@ -412,31 +473,64 @@ class Trainer:
         if run.validated_at == run.step and run.valid_loss is not None:
             loss = run.valid_loss
         else:
-            loss = sentence_loss(self.model, self.data.valid, batch_size=max(64, self.config.batch_size))
-            if not math.isfinite(loss):
-                raise LmcliError(f"training diverged at step {run.step} (validation loss is "
-                                 f"{loss}); lower --lr or --clip. Checkpoints written before are kept")
-            run.validated_at, run.valid_loss = run.step, loss
-            improved = run.best_loss is None or loss < run.best_loss
-            if improved:
-                run.best_loss = loss
-                self.save_best(loss)
+            with self.averaged_weights():
+                loss = sentence_loss(self.model, self.data.valid, batch_size=max(64, self.config.batch_size))
+                if not math.isfinite(loss):
+                    raise LmcliError(f"training diverged at step {run.step} (validation loss is "
+                                     f"{loss}); lower --lr or --clip. Checkpoints written before are kept")
+                run.validated_at, run.valid_loss = run.step, loss
+                improved = run.best_loss is None or loss < run.best_loss
+                if improved:
+                    run.best_loss = loss
+                    self.save_best(loss)
             self._record({"event": "valid", "step": run.step, "epoch": run.epoch, "loss": loss,
-                          "perplexity": _perplexity(loss), "lr": run.lr, "improved": improved})
+                          "perplexity": _perplexity(loss), "lr": self._lr_now, "improved": improved})
             self.emit(Validated(run.step, run.epoch, loss, _perplexity(loss),
-                                float(run.best_loss), improved, run.lr))
+                                float(run.best_loss), improved, self._lr_now))
         if scheduled and run.scheduled_at != run.step:
             run.scheduled_at = run.step
+            run.scheduled_losses.append(loss)
             if run.plateau_best is None or loss < run.plateau_best:
                 run.plateau_best = loss
                 run.stalls = 0
             else:
                 run.stalls += 1
-                if run.stalls % self.config.lr_patience == 0:
-                    self._set_lr(run.lr * float(self.config.lr_decay))
+                decays = self.config.lr_schedule == "plateau" and self.config.optimizer != "ntasgd"
+                if decays and run.stalls % self.config.lr_patience == 0:
+                    run.lr *= float(self.config.lr_decay)
                     self.emit(Note(f"validation has not improved {run.stalls} times in a row: "
                                    f"learning rate now {run.lr:.3g}"))
+            self._maybe_start_averaging()
         return loss
+
+    def _maybe_start_averaging(self) -> None:
+        """NT-ASGD (Merity et al. 2018): once validation is worse than the best of the checks
+        before the last ``nonmono``, SGD turns into averaged SGD: from then on the weights
+        used for validation and saved as the model are the mean of the iterates."""
+        run, nonmono = self.run, self.config.nonmono
+        losses = run.scheduled_losses
+        if self.config.optimizer != "ntasgd" or self.average is not None or len(losses) <= nonmono:
+            return
+        if losses[-1] > min(losses[:-nonmono]):
+            self.average = [p.detach().clone() for p in self.model.parameters()]
+            run.averaged_from, run.average_count = run.step, 1
+            self.emit(Note(f"validation stopped improving: averaging the weights from step {run.step} (NT-ASGD)"))
+
+    @contextlib.contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """The averaged weights in the model for the duration (NT-ASGD); no-op otherwise."""
+        if self.average is None:
+            yield
+            return
+        params = list(self.model.parameters())
+        current = [p.detach().clone() for p in params]
+        with torch.no_grad():
+            torch._foreach_copy_(params, self.average)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                torch._foreach_copy_(params, current)
 
     def fit(self) -> Finished:
         """Train until a budget or early stopping ends the run; checkpoints on the way."""
@@ -449,15 +543,18 @@ class Trainer:
         vocab = self.model_config.vocab_size
         params = [p for p in model.parameters() if p.requires_grad]
         meter = _LossMeter(self.device, lambda: run.tokens_seen)
-        session_start = time.perf_counter()
+        session_start = self._session_start = time.perf_counter()
         elapsed_before, tokens_before = run.elapsed, run.tokens_seen
         shown = logged = epoch_mark = meter.mark()
 
         def session_seconds() -> float:
             return time.perf_counter() - session_start
 
+        sentences = isinstance(self.batches, SentenceBatches)
         reason = "completed"
         while config.epochs is None or run.epoch < config.epochs:
+            if isinstance(self.batches, SentenceBatches):
+                self.batches.set_epoch(run.epoch)
             if self.hidden is None or run.window == 0:
                 self.hidden = model.initial_state(config.batch_size, self.device)
             stop_reason = None
@@ -465,33 +562,46 @@ class Trainer:
                 if self.should_stop():
                     stop_reason = "interrupted"
                     break
-                inputs, targets = (to_device(t, self.device) for t in self.batches.window(window))
+                inputs, targets = self.batches.window(window)
+                # Counted on the host before the copy: no device sync.
+                scored = int((targets != PAD_TARGET).sum()) if sentences else targets.numel()
+                inputs, targets = to_device(inputs, self.device), to_device(targets, self.device)
+                if sentences and self.batches.starts_fresh(window):
+                    self.hidden = model.initial_state(inputs.shape[0], self.device)
+                self._set_lr(self._scheduled_lr(session_seconds()))
                 with autocast(self.device, config.amp):
-                    logits, hidden = model(inputs, self.hidden)  # (batch, time, vocab)
-                    loss = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1))
+                    features, hidden, activations = model.hidden_features(inputs, self.hidden)
+                    logits = model.decoder(features)  # (batch, time, vocab)
+                    loss = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1),
+                                           ignore_index=PAD_TARGET)
+                    penalty = activation_penalty(activations, targets != PAD_TARGET if sentences else None,
+                                                 config.ar, config.tar)
                 self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss).backward()
+                self.scaler.scale(loss if penalty is None else loss + penalty).backward()
                 if config.clip:
                     self.scaler.unscale_(self.optimizer)
                     torch.nn.utils.clip_grad_norm_(params, config.clip)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
+                if self.average is not None:
+                    run.average_count += 1
+                    torch._foreach_lerp_(self.average, [p.detach() for p in params], 1.0 / run.average_count)
                 self.hidden = detach_state(hidden)
                 meter.add(loss)
                 run.step += 1
                 run.window = window + 1
-                run.tokens_seen += targets.numel()
+                run.tokens_seen += scored
                 run.elapsed = elapsed_before + session_seconds()
 
                 if time.perf_counter() - shown.time >= 0.5 or run.step == 1:
                     loss_now, seconds, steps = meter.since(shown)
-                    rate = steps * self.batches.tokens_per_window / max(seconds, 1e-9)
+                    rate = (run.tokens_seen - shown.tokens) / max(seconds, 1e-9)
                     self.emit(self._progress(loss_now, rate, session_seconds()))
                     shown = meter.mark()
                 if run.step % LOG_EVERY == 0:
                     loss_now, _, _ = meter.since(logged)
                     self._record({"event": "train", "step": run.step, "epoch": run.epoch,
-                                  "loss": loss_now, "lr": run.lr, "tokens": run.tokens_seen})
+                                  "loss": loss_now, "lr": self._lr_now, "tokens": run.tokens_seen})
                     logged = meter.mark()
                 # Validation points are counted within the epoch, so that the last one before
                 # the epoch's end is never a few steps before the end-of-epoch validation.
@@ -518,10 +628,10 @@ class Trainer:
             valid_loss = self._checkpoint_point(scheduled=True)
             self._record({"event": "epoch", "step": run.step, "epoch": run.epoch,
                           "train_loss": train_loss, "valid_loss": valid_loss,
-                          "seconds": seconds, "lr": run.lr})
+                          "seconds": seconds, "lr": self._lr_now})
             self.emit(EpochEnded(run.epoch, train_loss, _perplexity(train_loss), valid_loss,
                                  None if valid_loss is None else _perplexity(valid_loss),
-                                 seconds, tokens / max(seconds, 1e-9), run.lr))
+                                 seconds, tokens / max(seconds, 1e-9), self._lr_now))
             epoch_mark = meter.mark()
             if run.stalls >= config.patience:
                 reason = "early_stopping"
@@ -533,7 +643,8 @@ class Trainer:
         elif reason in ("max_steps", "time_limit"):
             self._checkpoint_point(scheduled=False)
         if not (self.out_dir / ckpt.BEST).exists():
-            self.save_best(run.best_loss)
+            with self.averaged_weights():
+                self.save_best(run.best_loss)
         self._record({"event": "end", "reason": reason, "step": run.step,
                       "best_valid_loss": run.best_loss})
         finished = Finished(reason, run.step, run.epoch, run.best_loss, self.out_dir / ckpt.BEST,
@@ -544,18 +655,37 @@ class Trainer:
 
     def _progress(self, loss: float, rate: float, session_seconds: float) -> Progress:
         run, config = self.run, self.config
-        eta = fraction = None
+        eta = None
         total = self.total_steps
-        if total is not None:
-            fraction = run.step / total
-            if rate > 0:
-                eta = max(0, total - run.step) * self.batches.tokens_per_window / rate
+        if total is not None and rate > 0:
+            eta = max(0, total - run.step) * self.batches.tokens_per_window / rate
         if config.time_limit is not None:
             left = max(0.0, config.time_limit - session_seconds)
             eta = left if eta is None else min(eta, left)
-            fraction = max(fraction or 0.0, min(1.0, session_seconds / config.time_limit))
-        return Progress(run.step, total, run.epoch, loss, _perplexity(loss), rate, run.lr,
-                        run.elapsed, eta, fraction)
+        return Progress(run.step, total, run.epoch, loss, _perplexity(loss), rate, self._lr_now,
+                        run.elapsed, eta, self.budget_fraction(session_seconds))
+
+    def budget_fraction(self, session_seconds: float) -> float | None:
+        """Share of the budget (steps or this session's time, whichever ends first) done."""
+        fraction = None
+        total = self.total_steps
+        if total is not None:
+            fraction = self.run.step / total
+        if self.config.time_limit is not None:
+            fraction = max(fraction or 0.0, min(1.0, session_seconds / self.config.time_limit))
+        return fraction
+
+    def _scheduled_lr(self, session_seconds: float) -> float:
+        """The learning rate for the next step: the plateau-decayed base rate ``run.lr``,
+        times the linear warm-up, times the cosine decay over the budget."""
+        config, run = self.config, self.run
+        lr = run.lr
+        if config.warmup and run.step < config.warmup:
+            lr *= (run.step + 1) / config.warmup
+        if config.lr_schedule == "cosine":
+            fraction = self.budget_fraction(session_seconds) or 0.0
+            lr *= 0.5 * (1.0 + math.cos(math.pi * min(1.0, fraction)))
+        return lr
 
     def _checkpoint_point(self, scheduled: bool) -> float | None:
         """Validate (if there is validation data) and save the resumable checkpoint."""

@@ -77,10 +77,10 @@ def test_gradients_match_finite_differences(cell: str) -> None:
 def test_lstm_forget_gate_bias_is_one_and_recurrent_blocks_orthogonal() -> None:
     model = toy("lstm")
     for layer in range(2):
-        bias = getattr(model.rnn, f"bias_ih_l{layer}") + getattr(model.rnn, f"bias_hh_l{layer}")
+        bias = model.rnns[layer].bias_ih_l0 + model.rnns[layer].bias_hh_l0
         assert torch.all(bias[H:2 * H] == 1.0)
         assert torch.all(bias[:H] == 0.0) and torch.all(bias[2 * H:] == 0.0)
-        weight = getattr(model.rnn, f"weight_hh_l{layer}").detach()
+        weight = model.rnns[layer].weight_hh_l0.detach()
         for gate in range(4):
             block = weight[gate * H:(gate + 1) * H]
             torch.testing.assert_close(block @ block.T, torch.eye(H), atol=1e-5, rtol=0)
@@ -105,7 +105,7 @@ def test_rnn_is_the_tanh_elman_network() -> None:
     model = RNNLM(config).eval()
     tokens = torch.tensor([[1, 3, 2]])
     _, (h,) = model(tokens)
-    rnn = model.rnn
+    rnn = model.rnns[0]
     state = torch.zeros(H)
     for token in tokens[0]:
         x = model.embedding.weight[token]

@@ -1,0 +1,227 @@
+"""AWD-LSTM regularisers, sentence batching, NT-ASGD and learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lmcli.data import PAD_TARGET, SentenceBatches
+from lmcli.model import (RNNLM, Activations, ModelConfig, embedding_dropout, locked_dropout,
+                         upgrade_state_dict)
+from lmcli.train import Trainer, TrainConfig, activation_penalty, resume_run, start_run
+
+from test_train import request, stop_after, train_losses, weights
+
+V, D, H = 11, 5, 6
+
+
+def toy(**overrides: object) -> RNNLM:
+    torch.manual_seed(0)
+    config = {"vocab_size": V, "cell": "lstm", "layers": 2, "embed_dim": D, "hidden_dim": H,
+              "dropout": 0.0, **overrides}
+    return RNNLM(ModelConfig(**config))  # type: ignore[arg-type]
+
+
+def test_locked_dropout_keeps_one_mask_across_time() -> None:
+    torch.manual_seed(1)
+    x = torch.ones(4, 7, 9)
+    dropped = locked_dropout(x, 0.5, training=True)
+    assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))  # same at every step
+    assert set(dropped.unique().tolist()) == {0.0, 2.0}  # kept units scaled by 1/(1-p)
+    assert not torch.equal(dropped[0], dropped[1])  # but a mask per sequence
+    assert locked_dropout(x, 0.5, training=False) is x
+
+
+def test_embedding_dropout_drops_whole_words() -> None:
+    torch.manual_seed(2)
+    weight = torch.randn(50, 4)
+    dropped = embedding_dropout(weight, 0.5, training=True)
+    zero_rows = (dropped == 0).all(dim=1)
+    assert 5 < int(zero_rows.sum()) < 45
+    kept = ~zero_rows
+    torch.testing.assert_close(dropped[kept], weight[kept] * 2.0)
+
+
+def test_weight_drop_changes_training_passes_only_and_trains_the_raw_matrix() -> None:
+    model = toy(weight_drop=0.5)
+    tokens = torch.randint(V, (3, 8))
+    before = model.rnns[0].weight_hh_l0.detach().clone()
+    model.train()
+    first, _ = model(tokens)
+    second, _ = model(tokens)
+    assert not torch.allclose(first, second)  # a new DropConnect mask per pass
+    first.sum().backward()
+    assert model.rnns[0].weight_hh_l0.grad is not None
+    assert model.rnns[0].weight_hh_l0.grad.abs().sum() > 0
+    assert torch.equal(model.rnns[0].weight_hh_l0, before)  # the raw weight is untouched
+    model.eval()
+    a, _ = model(tokens)
+    b, _ = model(tokens)
+    assert torch.equal(a, b)
+    plain = toy()
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(plain.eval()(tokens)[0], a)  # eval uses the full matrix
+
+
+def test_regularised_model_trains_and_gradients_check_in_eval_mode() -> None:
+    """All regularisers on: eval mode is the plain network (dropouts off)."""
+    model = toy(dropout=0.3, dropout_input=0.2, dropout_hidden=0.25, dropout_embed=0.1,
+                weight_drop=0.3, tie_weights=True).double().eval()
+    tokens = torch.randint(V, (2, 5))
+    logits, _ = model(tokens)
+    assert torch.allclose(torch.softmax(logits, -1).sum(-1), torch.ones(2, 5, dtype=torch.double))
+
+
+def test_old_single_module_checkpoints_still_load() -> None:
+    """lmcli 0.1 saved one multi-layer nn.LSTM; its weights give the same numbers now."""
+    config = ModelConfig(vocab_size=V, cell="gru", layers=2, embed_dim=D, hidden_dim=H, dropout=0.0)
+    torch.manual_seed(3)
+    old_rnn = torch.nn.GRU(D, H, num_layers=2, batch_first=True)
+    model = RNNLM(config).eval()
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("rnns.")}
+    old.update({f"rnn.{name}": value for name, value in old_rnn.state_dict().items()})
+    assert "rnns.1.weight_hh_l0" in upgrade_state_dict(old)
+    model.load_state_dict(old)
+    tokens = torch.randint(V, (2, 6))
+    embedded = model.embedding(tokens)
+    expected, _ = old_rnn(embedded)
+    features, _, _ = model.hidden_features(tokens)
+    torch.testing.assert_close(features, expected)
+
+
+def test_activation_penalty_is_ar_plus_tar_over_real_positions() -> None:
+    raw = torch.randn(2, 4, 3)
+    dropped = raw * 2
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    penalty = activation_penalty(Activations(raw, dropped), mask, ar=2.0, tar=1.0)
+    ar = torch.stack([dropped[0, t].pow(2).mean() for t in range(3)]
+                     + [dropped[1, t].pow(2).mean() for t in range(2)]).mean()
+    steps = [(raw[0, t] - raw[0, t - 1]).pow(2).mean() for t in (1, 2)] + [(raw[1, 1] - raw[1, 0]).pow(2).mean()]
+    tar = torch.stack(steps).mean()
+    assert penalty is not None
+    torch.testing.assert_close(penalty, 2.0 * ar + 1.0 * tar)
+    assert activation_penalty(Activations(raw, dropped), None, 0.0, 0.0) is None
+
+
+def stream_of(sentences: list[list[int]]) -> np.ndarray:
+    return np.array([t for s in sentences for t in s + [0]], dtype=np.int32)
+
+
+def test_sentence_batches_cover_every_sentence_once_from_the_start() -> None:
+    rng = np.random.default_rng(0)
+    sentences = [list(rng.integers(2, 9, size=int(rng.integers(1, 12)))) for _ in range(40)]
+    batches = SentenceBatches(stream_of(sentences), batch_size=4, seq_len=5, seed=3)
+    seen = []
+    row_tokens: dict[int, list[int]] = {}
+    for index in range(len(batches)):
+        inputs, targets = batches.window(index)
+        if batches.starts_fresh(index):
+            for row in row_tokens.values():
+                seen.append(row)
+            row_tokens = {r: [] for r in range(inputs.shape[0])}
+            assert torch.all(inputs[:, 0] == 0)  # every sentence starts from the <EOS> context
+        for r in range(inputs.shape[0]):
+            real = targets[r][targets[r] != PAD_TARGET].tolist()
+            row_tokens[r].extend(real)
+        # inputs are the targets shifted right by one, within a sentence
+    seen.extend(row_tokens.values())
+    assert sorted(map(tuple, seen)) == sorted(tuple(s + [0]) for s in sentences)
+    assert batches.num_targets == sum(len(s) + 1 for s in sentences)
+    first = [batches.window(i)[1].tolist() for i in range(len(batches))]
+    batches.set_epoch(1)
+    second = [batches.window(i)[1].tolist() for i in range(len(batches))]
+    assert first != second  # reshuffled each epoch...
+    batches.set_epoch(0)
+    assert first == [batches.window(i)[1].tolist() for i in range(len(batches))]  # ...reproducibly
+
+
+def test_sentence_batches_inputs_are_targets_shifted() -> None:
+    batches = SentenceBatches(stream_of([[5, 6, 7], [8]]), batch_size=2, seq_len=10, seed=0)
+    inputs, targets = batches.window(0)
+    for row in range(2):
+        real = targets[row] != PAD_TARGET
+        n = int(real.sum())
+        assert inputs[row, 0] == 0
+        assert torch.equal(inputs[row, 1:n], targets[row, :n - 1])
+
+
+def test_sentence_batching_trains_and_resumes_exactly(tmp_path: Path) -> None:
+    settings = {"batching": "sentences", "max_steps": 30}
+    straight = start_run(request(tmp_path, "straight", **settings), root=tmp_path / "ck")
+    losses = train_losses(straight.last_path)
+    start_run(request(tmp_path, "resumed", **settings), root=tmp_path / "ck", should_stop=stop_after(13))
+    finished = resume_run(tmp_path / "resumed", root=tmp_path / "ck")
+    assert finished.step == straight.step
+    for name, value in weights(straight.last_path).items():
+        torch.testing.assert_close(weights(finished.last_path)[name], value, rtol=0, atol=0)
+    assert train_losses(finished.last_path) == losses
+
+
+def test_ntasgd_averages_after_validation_stalls_and_resumes_exactly(tmp_path: Path) -> None:
+    """A huge rate makes validation worse at once; averaging starts, best.pt holds the
+    average (not the last iterate), and an interrupted run resumes to the same weights."""
+    settings = {"optimizer": "ntasgd", "lr": 5.0, "nonmono": 1, "eval_every": 4, "max_steps": 24,
+                "patience": 100}
+    notes: list[str] = []
+    straight = start_run(request(tmp_path, "straight", **settings), root=tmp_path / "ck",
+                         on_event=lambda e: notes.append(getattr(e, "text", "")))
+    assert any("averaging the weights" in n for n in notes)
+    state = torch.load(straight.last_path, weights_only=True)["training_state"]
+    assert state["run"]["averaged_from"] > 0 and state["average"] is not None
+    start_run(request(tmp_path, "resumed", **settings), root=tmp_path / "ck", should_stop=stop_after(17))
+    finished = resume_run(tmp_path / "resumed", root=tmp_path / "ck")
+    resumed_state = torch.load(finished.last_path, weights_only=True)["training_state"]
+    for a, b in zip(resumed_state["average"], state["average"]):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert train_losses(finished.last_path) == train_losses(straight.last_path)
+
+
+def test_average_is_the_mean_of_the_iterates(tmp_path: Path) -> None:
+    settings = {"optimizer": "ntasgd", "lr": 5.0, "nonmono": 1, "eval_every": 4, "max_steps": 24,
+                "patience": 100}
+    finished = start_run(request(tmp_path, "run", **settings), root=tmp_path / "ck")
+    state = torch.load(finished.last_path, weights_only=True)["training_state"]
+    count = state["run"]["average_count"]
+    assert state["run"]["averaged_from"] > 0
+    assert count == 24 - state["run"]["averaged_from"] + 1
+    # the last iterate and the average differ: averaging did something
+    raw = list(weights(finished.last_path).values())
+    assert any(not torch.equal(a, r) for a, r in zip(state["average"], raw))
+
+
+def test_cosine_schedule_with_warmup(tmp_path: Path) -> None:
+    seen: list[float] = []
+    settings = {"optimizer": "adamw", "lr_schedule": "cosine", "warmup": 4, "max_steps": 20,
+                "lr": 0.01, "eval_every": 100}
+    req = request(tmp_path, "run", **settings)
+    from lmcli.data import load_corpus
+    from lmcli.model import ModelConfig as MC
+    data = load_corpus(req.corpus, req.data)
+    trainer = Trainer(data, MC(vocab_size=data.tokenizer.vocab_size, **req.model), req.train,
+                      tmp_path / "run", req.data.to_dict())
+    (tmp_path / "run").mkdir()
+    for step in range(20):
+        trainer.run.step = step
+        seen.append(trainer._scheduled_lr(0.0))
+    assert seen[:4] == pytest.approx([0.01 * (s + 1) / 4 * 0.5 * (1 + math.cos(math.pi * s / 20))
+                                      for s in range(4)])
+    assert seen[10] == pytest.approx(0.01 * 0.5)
+    assert all(b <= a for a, b in zip(seen[4:], seen[5:]))
+
+
+@pytest.mark.parametrize("field,value", [("optimizer", "lion"), ("lr_schedule", "linear"),
+                                         ("batching", "documents"), ("warmup", -1), ("ar", -0.5)])
+def test_bad_training_choices_are_refused(field: str, value: object) -> None:
+    from lmcli.errors import UsageError
+    with pytest.raises(UsageError):
+        TrainConfig(**{field: value}).resolved()  # type: ignore[arg-type]
+
+
+def test_cosine_needs_a_budget() -> None:
+    from lmcli.errors import UsageError
+    with pytest.raises(UsageError, match="budget"):
+        TrainConfig(lr_schedule="cosine", epochs=None).resolved()
