@@ -27,7 +27,7 @@ from lmcli import ui
 from lmcli.data import TextFiles, chunk_lines, iter_chunks
 from lmcli.devices import resolve_device
 from lmcli.errors import LmcliError, UsageError
-from lmcli.recipes import make_request
+from lmcli.recipes import RECIPE_BUDGETS, make_request
 from lmcli.sampling import SamplingConfig, generate as generate_samples
 from lmcli.scoring import evaluate_file, score_sentences
 from lmcli.tokenizers import UNK_ID
@@ -272,8 +272,10 @@ def train(
                                              rich_help_panel=_TRAIN, show_default=False)] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N. (default: auto)",
                                                rich_help_panel=_RUN, show_default=False)] = None,
-    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision on CUDA "
-                                             "(bf16 where supported, else fp16).",
+    amp: Annotated[bool | None, typer.Option("--amp/--no-amp", help="Mixed precision: bf16 "
+                                             "products (fp16 with a scaler on older GPUs). "
+                                             "(default: on where bf16 is native: Ampere+ GPUs, "
+                                             "AVX512-BF16/AMX CPUs)",
                                              rich_help_panel=_RUN, show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder. (default: "
                                              "checkpoints/CORPUS-LEVEL-MODEL-TIME)",
@@ -296,8 +298,12 @@ def train(
     stop = _StopFlag(display)
     previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
+    announce: list[str] = []  # shown once training starts (errors before it stay one line)
+
     def on_event(event: Any) -> None:
         stop.training = True
+        while announce:
+            ui.stderr_console().print(announce.pop())
         display.event(event)
 
     flags = {"level": _level_value(level), "vocab_size": vocab_size, "min_freq": min_freq,
@@ -335,6 +341,9 @@ def train(
                     f"[bold]no corpus given:[/] training on the bundled Tang poems "
                     f"({request.corpus[0]}) at char level for {minutes:g} minutes "
                     "(pass a file to train on your own text)")
+            elif request.recipe and not json_output:
+                announce.append(f"[bold]recipe:[/] {request.recipe} for {request.data.level} level "
+                                f"({RECIPE_BUDGETS[request.recipe]}; flags given override it)")
             finished = start_run(request, on_event=on_event, on_data_event=display.data_event,
                                  should_stop=stop)
     finally:

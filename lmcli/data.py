@@ -433,11 +433,13 @@ class BpttBatches:
 
 
 def split_sentences(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(starts, ends) of the sentences of a token stream; ``ends`` index each <EOS>.
-    Text after the last <EOS> (none in a corpus lmcli encoded) is not a sentence."""
+    """(starts, ends) of the non-empty sentences of a token stream; ``ends`` index each
+    sentence's <EOS>. The stream's leading <EOS> (the start context) is no sentence, nor
+    is text after the last <EOS>."""
     ends = np.flatnonzero(tokens == EOS_ID)
     starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64) if len(ends) else ends
-    return starts, ends
+    keep = starts < ends
+    return starts[keep], ends[keep]
 
 
 class SentenceBatches:

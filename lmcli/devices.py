@@ -37,17 +37,41 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bf16 natively (AVX512-BF16 or AMX), as Linux reports."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    flags = line.split()
+                    return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        pass
+    return False
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether mixed precision is a free speed-up here: bf16 done in hardware (Ampere or
+    later GPUs, CPUs with AVX512-BF16 or AMX). Training turns --amp on by default there."""
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    return device.type == "cpu" and cpu_has_bf16()
+
+
 def amp_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the GPU does it natively (Ampere and later), fp16 otherwise."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
+    """bf16 where the hardware does it natively (Ampere GPUs and later, and any CPU), fp16
+    on older GPUs."""
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
 
 
 def autocast(device: torch.device, enabled: bool) -> AbstractContextManager[object]:
-    """Mixed precision on CUDA when asked; a no-op elsewhere."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=amp_dtype(device))
+    """Mixed precision when asked: matrix products in bf16 (fp16 on older GPUs) with fp32
+    weights and accumulation; a no-op elsewhere. On a CPU with AVX512-BF16 the products run
+    about 1.4x faster (benchmarks/quality)."""
+    if enabled and device.type in ("cuda", "cpu"):
+        return torch.autocast(device.type, dtype=amp_dtype(device))
     return nullcontext()
 
 

@@ -62,27 +62,64 @@ def bundled_corpus(name: str = DEFAULT_CORPUS_NAME) -> Path:
 
 
 RECIPE_NAMES = ("tiny", "small", "medium", "large")
+RECIPE_BUDGETS = {"tiny": "about 5 minutes on a CPU", "small": "about 15 minutes on a CPU",
+                  "medium": "about an hour on a CPU", "large": "hours on a GPU"}
 
 # Recipes per level and budget (benchmarks/RESULTS.md has the runs that chose them):
 # tiny ~5 minutes and small ~15 minutes on a 2-core CPU, medium ~an hour on a CPU, large
 # hours on a GPU. A short budget sees few epochs, so its recipes regularise lightly and
 # decay the learning rate to zero over the budget; longer budgets grow the model and the
 # AWD-LSTM regularisers with it.
+_WORD_SMALL: dict[str, Any] = {
+    "model": "lstm", "layers": 2, "embed_dim": 256, "hidden_dim": 256, "tie_weights": True,
+    "dropout": 0.25, "dropout_input": 0.2, "dropout_hidden": 0.2, "dropout_embed": 0.05,
+    "weight_drop": 0.0, "optimizer": "adamw", "lr": 2e-3, "warmup": 100, "lr_schedule": "cosine",
+    "seq_len": 35, "batch_size": 32, "batching": "stream",
+}
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "word": {
-        "tiny": {},
-        "small": {},
-        "medium": {},
-        "large": {},
+        # 5 minutes: the shape of `small` with the dropout it needs for a couple of epochs.
+        "tiny": {**_WORD_SMALL, "dropout": 0.3, "dropout_input": 0.3, "dropout_hidden": 0.3,
+                 "dropout_embed": 0.0, "optimizer": "adam", "warmup": 0},
+        "small": _WORD_SMALL,
+        # An hour: a wider hidden layer (projected down to the tied embedding) and the
+        # AWD-LSTM regularisers at moderate strength.
+        "medium": {**_WORD_SMALL, "hidden_dim": 512, "dropout": 0.3, "dropout_input": 0.3,
+                   "dropout_hidden": 0.25, "dropout_embed": 0.1, "weight_drop": 0.2,
+                   "ar": 2.0, "tar": 1.0, "warmup": 200},
+        # GPU hours: AWD-LSTM's Penn Treebank recipe (Merity et al. 2018), NT-ASGD included.
+        "large": {"model": "lstm", "layers": 3, "embed_dim": 400, "hidden_dim": 1150,
+                  "tie_weights": True, "dropout": 0.4, "dropout_input": 0.65,
+                  "dropout_hidden": 0.3, "dropout_embed": 0.1, "weight_drop": 0.5, "ar": 2.0,
+                  "tar": 1.0, "optimizer": "ntasgd", "lr": 30.0, "clip": 0.25,
+                  "weight_decay": 1.2e-6, "lr_schedule": "plateau", "seq_len": 70,
+                  "batch_size": 80, "batching": "stream"},
     },
     "char": {
-        "tiny": {},
-        "small": {},
-        "medium": {},
-        "large": {},
+        # The bundled-corpus recipe (benchmarks/default_recipe.md), decayed over the budget.
+        "tiny": {"model": "lstm", "layers": 1, "embed_dim": 128, "hidden_dim": 384,
+                 "tie_weights": False, "dropout": 0.0, "optimizer": "adam", "lr": 4e-3,
+                 "lr_schedule": "cosine", "seq_len": 64, "batch_size": 32, "batching": "stream"},
+        "small": {"model": "lstm", "layers": 1, "embed_dim": 64, "hidden_dim": 512,
+                  "tie_weights": False, "dropout": 0.0, "optimizer": "adamw", "lr": 3e-3,
+                  "warmup": 100, "lr_schedule": "cosine", "seq_len": 128, "batch_size": 32,
+                  "batching": "stream"},
+        "medium": {"model": "lstm", "layers": 2, "embed_dim": 128, "hidden_dim": 512,
+                   "tie_weights": False, "dropout": 0.1, "dropout_input": 0.1,
+                   "dropout_hidden": 0.1, "weight_drop": 0.1, "optimizer": "adamw", "lr": 2e-3,
+                   "warmup": 200, "lr_schedule": "cosine", "seq_len": 150, "batch_size": 32,
+                   "batching": "stream"},
+        # GPU hours: AWD-LSTM's character-level Penn Treebank recipe.
+        "large": {"model": "lstm", "layers": 3, "embed_dim": 200, "hidden_dim": 1000,
+                  "tie_weights": True, "dropout": 0.1, "dropout_input": 0.1,
+                  "dropout_hidden": 0.25, "dropout_embed": 0.0, "weight_drop": 0.5,
+                  "ar": 2.0, "tar": 1.0, "optimizer": "adamw", "lr": 2e-3, "warmup": 500,
+                  "lr_schedule": "cosine", "seq_len": 150, "batch_size": 128, "batching": "stream"},
     },
 }
-RECIPES["bpe"] = RECIPES["unigram"] = {name: dict(recipe) for name, recipe in RECIPES["word"].items()}
+# Subword pieces are shorter than words: the same models over longer windows.
+RECIPES["bpe"] = RECIPES["unigram"] = {name: {**recipe, "seq_len": 2 * recipe["seq_len"]}
+                                       for name, recipe in RECIPES["word"].items()}
 
 
 def pick_recipe(settings: dict[str, Any]) -> str:
@@ -156,4 +193,4 @@ def make_request(corpus: list[str] | None, flags: dict[str, Any], *, out_dir: Pa
     model = {"cell": settings.get("model", "lstm"),
              **{k: settings[k] for k in MODEL_FIELDS if k in settings}}
     out = out_dir or default_out_dir(paths, data.level, model["cell"])
-    return RunRequest(paths, data, model, train, Path(out), force)
+    return RunRequest(paths, data, model, train, Path(out), force, settings.get("recipe"))

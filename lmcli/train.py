@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from lmcli import checkpoint as ckpt
 from lmcli.data import PAD_TARGET, BpttBatches, CorpusData, DataConfig, DataEvent, SentenceBatches, load_corpus
-from lmcli.devices import amp_dtype, autocast, describe, resolve_device
+from lmcli.devices import amp_dtype, autocast, cpu_has_bf16, describe, native_bf16, resolve_device
 from lmcli.errors import LmcliError, UsageError
 from lmcli.model import RNNLM, Activations, ModelConfig, State, detach_state
 from lmcli.scoring import sentence_loss
@@ -75,7 +75,7 @@ class TrainConfig:
     eval_every: int | None = None  # steps; None: four times an epoch (at most every 2000)
     seed: int = 1234
     device: str = "auto"
-    amp: bool = False
+    amp: bool | None = None  # None: on where bf16 is native (recent GPUs, AVX512-BF16 CPUs)
 
     # Settings that may change when a run is resumed (budgets and where to run).
     RESUMABLE = ("epochs", "max_steps", "time_limit", "patience", "lr_patience", "eval_every",
@@ -350,13 +350,15 @@ class Trainer:
         self.emit = on_event or (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
         self.device = resolve_device(self.config.device)
-        if self.config.amp and self.device.type != "cuda":
-            self.emit(Note("--amp only applies on a CUDA device; training in fp32"))
+        self.amp = native_bf16(self.device) if self.config.amp is None else self.config.amp
+        if self.config.amp and self.device.type == "cpu" and not cpu_has_bf16():
+            self.emit(Note("--amp: this CPU has no native bf16 arithmetic; mixed precision may "
+                           "be slower than fp32 here"))
 
         _seed_everything(self.config.seed)
         self.model = RNNLM(self.model_config).to(self.device)
         self.optimizer = _make_optimizer(self.model, self.config)
-        use_scaler = self.config.amp and self.device.type == "cuda" and amp_dtype(self.device) == torch.float16
+        use_scaler = self.amp and self.device.type == "cuda" and amp_dtype(self.device) == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.batches: BpttBatches | SentenceBatches
         if self.config.batching == "sentences":
@@ -569,7 +571,7 @@ class Trainer:
                 if sentences and self.batches.starts_fresh(window):
                     self.hidden = model.initial_state(inputs.shape[0], self.device)
                 self._set_lr(self._scheduled_lr(session_seconds()))
-                with autocast(self.device, config.amp):
+                with autocast(self.device, self.amp):
                     features, hidden, activations = model.hidden_features(inputs, self.hidden)
                     logits = model.decoder(features)  # (batch, time, vocab)
                     loss = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1),
@@ -695,10 +697,11 @@ class Trainer:
 
 
 def write_config_json(out_dir: Path, model_config: ModelConfig, config: TrainConfig,
-                      data_config: dict[str, Any], data: CorpusData) -> None:
+                      data_config: dict[str, Any], data: CorpusData, recipe: str | None = None) -> None:
     """A readable copy of the resolved configuration next to the checkpoints."""
     text = json.dumps({"model": model_config.to_dict(), "train": config.resolved().to_dict(),
-                       "data": data_config, "corpus": data.provenance()}, indent=2,
+                       "data": data_config, "corpus": data.provenance(),
+                       "recipe": recipe}, indent=2,
                       ensure_ascii=False)
     ckpt.atomic_write(out_dir / ckpt.CONFIG, lambda handle: handle.write(text.encode() + b"\n"))
 
@@ -716,6 +719,7 @@ class RunRequest:
     train: TrainConfig
     out_dir: Path
     force: bool = False
+    recipe: str | None = None  # the recipe the settings came from (shown and recorded)
 
 
 def check_run_dir(out_dir: Path, *, force: bool) -> None:
@@ -749,7 +753,7 @@ def start_run(request: RunRequest, *, on_event: Callable[[Event], None] | None =
     _clear_run_dir(out_dir)
     trainer = Trainer(data, model_config, train_config, out_dir, request.data.to_dict(),
                       on_event=on_event, should_stop=should_stop)
-    write_config_json(out_dir, model_config, train_config, request.data.to_dict(), data)
+    write_config_json(out_dir, model_config, train_config, request.data.to_dict(), data, request.recipe)
     ckpt.record_latest(out_dir, root)
     return trainer.fit()
 

@@ -108,7 +108,7 @@ def test_activation_penalty_is_ar_plus_tar_over_real_positions() -> None:
 
 
 def stream_of(sentences: list[list[int]]) -> np.ndarray:
-    return np.array([t for s in sentences for t in s + [0]], dtype=np.int32)
+    return np.array([0] + [t for s in sentences for t in s + [0]], dtype=np.int32)  # as encode_stream
 
 
 def test_sentence_batches_cover_every_sentence_once_from_the_start() -> None:
@@ -225,3 +225,11 @@ def test_cosine_needs_a_budget() -> None:
     from lmcli.errors import UsageError
     with pytest.raises(UsageError, match="budget"):
         TrainConfig(lr_schedule="cosine", epochs=None).resolved()
+
+
+def test_mixed_precision_on_cpu_trains_and_saves_fp32(tmp_path: Path) -> None:
+    """--amp on a CPU: bf16 products, fp32 weights; the loss still falls."""
+    finished = start_run(request(tmp_path, "amp", amp=True, max_steps=40, lr=0.02), root=tmp_path / "ck")
+    losses = train_losses(finished.last_path)
+    assert all(v.dtype == torch.float32 for v in weights(finished.last_path).values())
+    assert losses[-1] < losses[0]
