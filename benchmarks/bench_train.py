@@ -91,7 +91,10 @@ def lmcli_run(args: argparse.Namespace) -> tuple[float, float]:
                    "--dropout", str(args.dropout), "--no-tie-weights",
                    "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
                    "--max-steps", str(args.warmup + args.steps), "--valid-fraction", "0",
-                   "--lr", "2e-3", "--clip", "1.0", "--device", "cpu", "-o", f"{out}/run"]
+                   "--lr", "2e-3", "--clip", "1.0", "--device", "cpu", "-o", f"{out}/run",
+                   # like for like with the hand loop: Adam, fp32, no extra regularisers
+                   "--optimizer", "adam", "--lr-schedule", "plateau", "--warmup", "0",
+                   "--dropout-embed", "0", "--weight-drop", "0", "--no-amp"]
         if args.min_freq is not None:
             command += ["--min-freq", str(args.min_freq)]
         if args.vocab_size is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -211,7 +212,10 @@ class RNNLM(nn.Module):
             # every time step; the module runs with the dropped matrix swapped in, so its
             # fused kernel is used and gradients reach the raw weight.
             dropped = F.dropout(rnn.weight_hh_l0, self.config.weight_drop, training=True)
-            output, final = functional_call(rnn, {"weight_hh_l0": dropped}, (x, rnn_state))
+            with warnings.catch_warnings():
+                # cuDNN copies the weights into one block for this call and says so; expected.
+                warnings.filterwarnings("ignore", message="RNN module weights are not part of single")
+                output, final = functional_call(rnn, {"weight_hh_l0": dropped}, (x, rnn_state))
         else:
             output, final = rnn(x, rnn_state)
         return output, (tuple(final) if self.config.cell == "lstm" else (final,))

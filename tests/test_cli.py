@@ -45,8 +45,8 @@ def test_train_then_use_the_checkpoint_end_to_end(english_corpus: Path) -> None:
     out = Path("run")
     result = run("train", english_corpus, "--level", "word", "--min-freq", "1", "--model", "gru",
                  "--layers", "1", "--embed-dim", "16", "--hidden-dim", "24", "--seq-len", "12",
-                 "--batch-size", "8", "--epochs", "4", "--lr", "0.01", "--device", "cpu",
-                 "-o", out, "--no-sample")
+                 "--batch-size", "8", "--epochs", "4", "--optimizer", "adam", "--lr", "0.01",
+                 "--device", "cpu", "-o", out, "--no-sample")
     assert result.exit_code == 0, result.output
     assert (out / ckpt.BEST).exists() and (out / ckpt.LAST).exists()
     assert (out / ckpt.METRICS).exists() and (out / "config.json").exists()

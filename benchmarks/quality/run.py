@@ -39,7 +39,22 @@ from typing import Any
 LMCLI_COMPONENTS: dict[str, list[str]] = {
     "lmcli-word": ["--level", "word", "--min-freq", "1", "--recipe", "small"],
     "lmcli-char": ["--level", "char", "--min-freq", "1", "--recipe", "small"],
+    # Candidates measured against the recipe while choosing it (run with --only).
+    "lmcli-word-untied200": ["--level", "word", "--min-freq", "1", "--recipe", "small",
+                             "--embed-dim", "200", "--hidden-dim", "200", "--no-tie-weights",
+                             "--dropout-embed", "0"],
+    # Longer budgets, for the curve of perplexity against training time (run with --only;
+    # the minutes are in the name and override --minutes).
+    "lmcli-word-small-45m": ["--level", "word", "--min-freq", "1", "--recipe", "small"],
+    "lmcli-word-medium-45m": ["--level", "word", "--min-freq", "1", "--recipe", "medium"],
 }
+DEFAULT_COMPONENTS = ["kn5", "baseline-word", "lmcli-word", "plain-char", "lmcli-char"]
+
+
+def component_minutes(name: str, default: float) -> float:
+    """A budget written in a component's name (``...-60m``), else the runner's --minutes."""
+    last = name.rsplit("-", 1)[-1]
+    return float(last[:-1]) if last.endswith("m") and last[:-1].isdigit() else default
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = REPO / "benchmarks" / "quality"
@@ -157,13 +172,14 @@ class Runner:
 
     def lmcli(self, name: str, flags: list[str]) -> tuple[dict[str, Any], list[str]]:
         run_dir = self.runs / name
+        minutes = component_minutes(name, self.minutes)
         self.runs.mkdir(parents=True, exist_ok=True)
         lmcli = [sys.executable, "-m", "lmcli"]
         # cwd = the runs folder: `lmcli train` records its run in ./checkpoints/LATEST, which
         # must not replace the one of whoever uses lmcli in the repository meanwhile.
         env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         train = lmcli + ["train", str(self.data / "train.txt"), "--valid", str(self.data / "valid.txt"),
-                         "--time-limit", f"{self.minutes:g}m", "-o", str(run_dir), "--force",
+                         "--time-limit", f"{minutes:g}m", "-o", str(run_dir), "--force",
                          "--json", *flags]
         sentence = lmcli + ["eval", str(self.data / "test.txt"), "-c", str(run_dir), "--json"]
         stream = sentence + ["--stream"]
@@ -185,7 +201,7 @@ class Runner:
             "model": f"lmcli {shlex.join(flags)}".strip(),
             "level": summary.get("level"),
             "flags": flags,
-            "minutes": self.minutes,
+            "minutes": minutes,
             "train_wall_seconds": train_wall,
             "train_seconds": train_seconds,
             "train_tokens_seen": tokens_seen,
@@ -373,11 +389,16 @@ def write_report(results_dir: Path, report: Path, command: str, data: Path = DAT
             lines += [f"{name} (after each epoch, 10 lanes; {number(r.get('tokens_per_second'), 0)} "
                       "tokens/s while training):", ""]
             lines += curve_table([(p["seconds"], p["valid_ppl"]) for p in r["curve"]], "valid ppl") + [""]
+    findings = HERE / "FINDINGS.md"
+    if findings.exists():  # the hand-written reading of these numbers
+        lines += [findings.read_text(encoding="utf-8").rstrip(), ""]
     lines += ["## How each result was made", ""]
     for name in [n for n in components() if n in results] + [n for n in results if n not in components()]:
         r = results[name]
         wall = "?" if r.get("wall_seconds") is None else clock(r["wall_seconds"])
-        lines.append(f"- {name} (finished {r.get('finished', '?')}, {wall} wall):")
+        load = (f", {r['threads']} thread(s), {r.get('side_by_side', 1)} run(s) at a time"
+                if r.get("threads") else "")
+        lines.append(f"- {name} (finished {r.get('finished', '?')}, {wall} wall{load}):")
         lines += [f"  `{c}`" for c in r.get("commands", [])]
     missing = [n for n in components() if n not in results]
     if missing:
@@ -457,7 +478,7 @@ def main() -> None:
             partial.replace(target)
             log(f"{name}: done in {clock(result['wall_seconds'])}, {target}")
 
-        chosen = [name for name in components() if name in (args.only or components())]
+        chosen = [name for name in components() if name in (args.only or DEFAULT_COMPONENTS)]
         if "kn5" in chosen:
             one("kn5")
             chosen.remove("kn5")
