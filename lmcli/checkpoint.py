@@ -211,6 +211,7 @@ class Checkpoint:
             "valid_loss": valid_loss,
             "valid_perplexity": math.exp(valid_loss) if valid_loss is not None else None,
             "resumable": payload.get("training_state") is not None,
+            "model_config": config.to_dict(),
             "train_config": payload.get("train_config"),
             "data_config": payload.get("data_config"),
             "provenance": payload.get("provenance"),

@@ -396,8 +396,12 @@ def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -
     rows = [
         ("checkpoint", str(loaded.path)),
         ("model", f"{config.cell}, {config.layers} layer{'s' if config.layers > 1 else ''} x "
-                  f"{config.hidden_dim}, embedding {config.embed_dim}, dropout {config.dropout}"
+                  f"{config.hidden_dim}, embedding {config.embed_dim}"
                   + (", tied weights" if config.tie_weights else "")),
+        ("regularisation", f"locked dropout {config.input_rate:g} in / {config.hidden_rate:g} "
+                           f"between / {config.dropout:g} out, embedding dropout "
+                           f"{config.dropout_embed:g}, weight-drop {config.weight_drop:g}, "
+                           f"AR {train_config.get('ar', 0):g}, TAR {train_config.get('tar', 0):g}"),
         ("parameters", f"{summary['parameters']:,}"),
         ("tokens", f"{tokenizer.level} level, vocabulary {config.vocab_size:,} "
                    f"(<EOS>, <UNK> included){', lowercased' if tokenizer.lowercase else ''}"),
@@ -405,8 +409,10 @@ def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -
                     f"{format_count(payload.get('tokens_seen') or 0)} tokens"),
         ("validation", f"loss {valid_loss:.4f}, perplexity {math.exp(valid_loss):.2f}"
          if valid_loss is not None else "none"),
-        ("optimizer", f"{train_config.get('optimizer')} lr {train_config.get('lr')}, batch "
-                      f"{train_config.get('batch_size')} x {train_config.get('seq_len')}"),
+        ("optimizer", f"{train_config.get('optimizer')} lr {train_config.get('lr')} "
+                      f"({train_config.get('lr_schedule', 'plateau')}), batch "
+                      f"{train_config.get('batch_size')} x {train_config.get('seq_len')}, "
+                      f"{train_config.get('batching', 'stream')} batching"),
         ("corpus", ", ".join(provenance.get("corpus") or []) or "-"),
         ("corpus sha256", str(provenance.get("corpus_sha256", "-"))[:16] + "..."),
         ("device", str(provenance.get("device", "-"))),

@@ -43,10 +43,18 @@ LMCLI_COMPONENTS: dict[str, list[str]] = {
     "lmcli-word-untied200": ["--level", "word", "--min-freq", "1", "--recipe", "small",
                              "--embed-dim", "200", "--hidden-dim", "200", "--no-tie-weights",
                              "--dropout-embed", "0"],
+    "lmcli-char-sgd256": ["--level", "char", "--min-freq", "1", "--recipe", "small",
+                          "--optimizer", "sgd", "--lr", "20", "--clip", "0.25", "--warmup", "0",
+                          "--layers", "2", "--embed-dim", "64", "--hidden-dim", "256",
+                          "--seq-len", "100"],
+    "lmcli-char-sgd512": ["--level", "char", "--min-freq", "1", "--recipe", "small",
+                          "--optimizer", "sgd", "--lr", "20", "--clip", "0.25", "--warmup", "0",
+                          "--layers", "2", "--embed-dim", "64", "--hidden-dim", "512",
+                          "--seq-len", "100"],
     # Longer budgets, for the curve of perplexity against training time (run with --only;
     # the minutes are in the name and override --minutes).
-    "lmcli-word-small-45m": ["--level", "word", "--min-freq", "1", "--recipe", "small"],
-    "lmcli-word-medium-45m": ["--level", "word", "--min-freq", "1", "--recipe", "medium"],
+    "lmcli-word-small-30m": ["--level", "word", "--min-freq", "1", "--recipe", "small"],
+    "lmcli-word-medium-30m": ["--level", "word", "--min-freq", "1", "--recipe", "medium"],
 }
 DEFAULT_COMPONENTS = ["kn5", "baseline-word", "lmcli-word", "plain-char", "lmcli-char"]
 
