@@ -39,18 +39,6 @@ from typing import Any
 LMCLI_COMPONENTS: dict[str, list[str]] = {
     "lmcli-word": ["--level", "word", "--min-freq", "1", "--recipe", "small"],
     "lmcli-char": ["--level", "char", "--min-freq", "1", "--recipe", "small"],
-    # Candidates measured against the recipe while choosing it (run with --only).
-    "lmcli-word-untied200": ["--level", "word", "--min-freq", "1", "--recipe", "small",
-                             "--embed-dim", "200", "--hidden-dim", "200", "--no-tie-weights",
-                             "--dropout-embed", "0"],
-    "lmcli-char-sgd256": ["--level", "char", "--min-freq", "1", "--recipe", "small",
-                          "--optimizer", "sgd", "--lr", "20", "--clip", "0.25", "--warmup", "0",
-                          "--layers", "2", "--embed-dim", "64", "--hidden-dim", "256",
-                          "--seq-len", "100"],
-    "lmcli-char-sgd512": ["--level", "char", "--min-freq", "1", "--recipe", "small",
-                          "--optimizer", "sgd", "--lr", "20", "--clip", "0.25", "--warmup", "0",
-                          "--layers", "2", "--embed-dim", "64", "--hidden-dim", "512",
-                          "--seq-len", "100"],
     # Longer budgets, for the curve of perplexity against training time (run with --only;
     # the minutes are in the name and override --minutes).
     "lmcli-word-small-30m": ["--level", "word", "--min-freq", "1", "--recipe", "small"],
