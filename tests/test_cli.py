@@ -218,7 +218,7 @@ def test_recipes_resolve_flags_level_defaults_and_budgets() -> None:
     from lmcli.recipes import resolve_settings
 
     word = resolve_settings({"level": "word", "hidden_dim": 99}, use_default_corpus=False)
-    assert word["hidden_dim"] == 99 and word["tie_weights"] is True and word["seq_len"] == 35
+    assert word["hidden_dim"] == 99 and word["tie_weights"] is False and word["seq_len"] == 35
     assert "epochs" not in word  # the dataclass default (10) applies
     timed = resolve_settings({"level": "char", "time_limit": 60.0}, use_default_corpus=False)
     assert timed["epochs"] is None  # a time budget alone is not cut short by 10 epochs
@@ -237,9 +237,10 @@ def test_recipe_follows_the_budget_and_flags_override_it(monkeypatch: pytest.Mon
     small = pick({"level": "word", "time_limit": 900.0}, use_default_corpus=False)
     assert small["recipe"] == "small"
     assert {k: small[k] for k in recipes.RECIPES["word"]["small"]} == recipes.RECIPES["word"]["small"]
-    assert pick({"level": "word"}, use_default_corpus=False)["recipe"] == "medium"
+    assert pick({"level": "word"}, use_default_corpus=False)["recipe"] == "small"
+    assert pick({"level": "word", "time_limit": 3600.0}, use_default_corpus=False)["recipe"] == "small"
     assert pick({"level": "word", "device": "cuda"}, use_default_corpus=False)["recipe"] == "large"
-    assert pick({"level": "word", "time_limit": 5 * 3600.0}, use_default_corpus=False)["recipe"] == "large"
+    assert pick({"level": "word", "time_limit": 5 * 3600.0}, use_default_corpus=False)["recipe"] == "medium"
     mine = pick({"level": "char", "recipe": "large", "hidden_dim": 64, "lr": 0.01}, use_default_corpus=False)
     assert mine["hidden_dim"] == 64 and mine["lr"] == 0.01 and mine["layers"] == 3
     assert pick({"level": "bpe", "recipe": "small"}, use_default_corpus=False)["seq_len"] == 70
