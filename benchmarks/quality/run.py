@@ -55,7 +55,7 @@ def component_minutes(name: str, default: float) -> float:
 REPO = Path(__file__).resolve().parents[2]
 HERE = REPO / "benchmarks" / "quality"
 DATA = REPO / "benchmarks" / ".cache" / "quality"
-DEFAULT_RESULTS = DATA / "results"
+DEFAULT_RESULTS = HERE / "results"  # the JSONs are kept in git; logs/ is not
 DEFAULT_REPORT = REPO / "benchmarks" / "RESULTS.md"
 REFERENCES = ["kn5", "baseline-word", "plain-char"]
 # With --jobs 2 the runs go in these pairs, side by side: each model against its reference.
@@ -309,7 +309,10 @@ def write_report(results_dir: Path, report: Path, command: str, data: Path = DAT
     results = load_results(results_dir)
     kn5, baseline, plain = (results.get(name) for name in REFERENCES)
     ours = {name: r for name, r in results.items() if name not in REFERENCES}
-    machines = {json.dumps(r.get("machine"), sort_keys=True) for r in results.values() if r.get("machine")}
+    def hardware(m: dict[str, Any]) -> str:  # what makes two machines different
+        return json.dumps({k: m.get(k) for k in ("cpu", "cores", "torch", "python")}, sort_keys=True)
+
+    machines = {hardware(r["machine"]) for r in results.values() if r.get("machine")}
     runners = sorted({r["runner_command"] for r in results.values() if r.get("runner_command")})
     here = machine()
     shown_dir = results_dir.relative_to(REPO) if results_dir.is_relative_to(REPO) else results_dir
@@ -320,7 +323,7 @@ def write_report(results_dir: Path, report: Path, command: str, data: Path = DAT
         "Results made by: " + (", ".join(f"`{c}`" for c in runners) or "-") + ".",
         f"Machine: {here['cpu']}, {here['cores']} cores, torch {here['torch']}, Python {here['python']}"
         + (" (some results come from other machines: see their JSON)"
-           if machines - {json.dumps(here, sort_keys=True)} else "") + ".",
+           if machines - {hardware(here)} else "") + ".",
         corpus_line(data),
         "",
         "Targets: at word level, lmcli's sentence-level test perplexity at least 25% below "
@@ -344,17 +347,23 @@ def write_report(results_dir: Path, report: Path, command: str, data: Path = DAT
     if baseline:
         lines.append(f"| baseline-word ({baseline['model']}) | {minutes(baseline)} | - | "
                      f"{number(base_ppl)} | - | - |")
+    notes: list[str] = []
     for name, r in ours.items():
         if r.get("level") == "word":
             sentence, stream = r["sentence"]["perplexity"], r["stream"]["perplexity"]
             lines.append(f"| {name} (`{r['model']}`) | {minutes(r)} | {number(sentence)} | "
                          f"{number(stream)} | "
                          f"{versus(sentence, kn5_ppl, TARGET_VS_KN5)} | "
-                         f"{versus(stream, base_ppl, TARGET_VS_BASELINE)} |")
+                         + (f"{versus(stream, base_ppl, TARGET_VS_BASELINE)} |"
+                            if baseline and r.get("minutes") == baseline.get("minutes") else "- |"))
+            if r.get("note"):
+                notes.append(f"\n{name}: {r['note']}.")
     lines += [
         "",
         "vs KN5: sentence-level perplexity against KN5's (target: 25% below). vs baseline: "
-        "stream perplexity against the baseline's stream perplexity (target: 10% below).",
+        "stream perplexity against the baseline's stream perplexity, for runs as long as the "
+        "baseline's (target: 10% below).",
+        *notes,
         *unknown_word_notes(ours, data),
         "",
         "## Character level",
