@@ -321,13 +321,21 @@ def activation_penalty(activations: Activations, mask: torch.Tensor | None, ar: 
     mask: (batch, time) bool or None (no padding)."""
     if ar == 0.0 and tar == 0.0:
         return None
+
+    def mean(values: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        # A masked mean by multiplication: boolean indexing would sync with the GPU.
+        if keep is None:
+            return values.mean()
+        keep = keep.to(values.dtype)
+        return (values * keep).sum() / keep.sum().clamp_min(1.0)
+
     penalty = torch.zeros((), device=activations.raw.device)
     if ar:
         size = activations.dropped.float().pow(2).mean(-1)  # (batch, time)
-        penalty = penalty + ar * (size[mask].mean() if mask is not None else size.mean())
+        penalty = penalty + ar * mean(size, mask)
     if tar and activations.raw.shape[1] > 1:
         step = (activations.raw[:, 1:] - activations.raw[:, :-1]).float().pow(2).mean(-1)
-        penalty = penalty + tar * (step[mask[:, 1:]].mean() if mask is not None else step.mean())
+        penalty = penalty + tar * mean(step, None if mask is None else mask[:, 1:])
     return penalty
 
 
