@@ -214,7 +214,7 @@ def train(
                                                       rich_help_panel=_MODEL, show_default=False)] = None,
     tie_weights: Annotated[bool | None, typer.Option("--tie-weights/--no-tie-weights",
                                                      help="Share the embedding with the output "
-                                                          "layer. (default: on for word/subword)",
+                                                          "layer. (default: from the recipe)",
                                                      rich_help_panel=_MODEL, show_default=False)] = None,
     seq_len: Annotated[int | None, typer.Option(help="BPTT length: tokens per window.",
                                                 rich_help_panel=_TRAIN, show_default=False)] = None,
@@ -247,7 +247,7 @@ def train(
                                                       "state carried; sentences: whole sentences "
                                                       "from a zero state, as score sees them.",
                                                       rich_help_panel=_TRAIN, show_default=False)] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate. (default: 0.002 adam, 20 sgd)",
+    lr: Annotated[float | None, typer.Option(help="Learning rate. (default: from the recipe)",
                                              rich_help_panel=_TRAIN, show_default=False)] = None,
     clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0 = off). "
                                                "(default: 1.0 adam, 0.25 sgd)",

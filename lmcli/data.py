@@ -468,6 +468,8 @@ class SentenceBatches:
         self.seq_len = seq_len
         self.seed = seed
         self.epoch = -1
+        self._cached_key: tuple[int, int] | None = None
+        self._cached: tuple[np.ndarray, np.ndarray] | None = None
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
@@ -508,14 +510,23 @@ class SentenceBatches:
         """(inputs, targets), each (batch, time) int64; padding targets are PAD_TARGET."""
         batch = int(np.searchsorted(self.first_window, index, side="right") - 1)
         piece = index - int(self.first_window[batch])
-        rows = self.batches[batch]
-        lengths = self.ends[rows] - self.starts[rows] + 1
-        width = int(lengths.max())
-        inputs = np.full((len(rows), width), EOS_ID, dtype=np.int64)
-        targets = np.full((len(rows), width), PAD_TARGET, dtype=np.int64)
-        for row, (start, length) in enumerate(zip(self.starts[rows], lengths)):
-            sentence = self.tokens[start:start + length]  # ends with <EOS>
-            inputs[row, 1:length] = sentence[:-1]
-            targets[row, :length] = sentence
+        inputs, targets = self._padded(batch)
         cut = slice(piece * self.seq_len, (piece + 1) * self.seq_len)
-        return torch.from_numpy(inputs[:, cut]), torch.from_numpy(targets[:, cut])
+        return (torch.from_numpy(np.ascontiguousarray(inputs[:, cut])),
+                torch.from_numpy(np.ascontiguousarray(targets[:, cut])))
+
+    def _padded(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        """The whole padded batch, built once for all of its windows."""
+        key = (self.epoch, batch)
+        if self._cached_key != key or self._cached is None:
+            rows = self.batches[batch]
+            lengths = self.ends[rows] - self.starts[rows] + 1
+            width = int(lengths.max())
+            inputs = np.full((len(rows), width), EOS_ID, dtype=np.int64)
+            targets = np.full((len(rows), width), PAD_TARGET, dtype=np.int64)
+            for row, (start, length) in enumerate(zip(self.starts[rows], lengths)):
+                sentence = self.tokens[start:start + length]  # ends with <EOS>
+                inputs[row, 1:length] = sentence[:-1]
+                targets[row, :length] = sentence
+            self._cached_key, self._cached = key, (inputs, targets)
+        return self._cached
