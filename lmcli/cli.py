@@ -32,7 +32,7 @@ from lmcli.sampling import SamplingConfig, generate as generate_samples
 from lmcli.scoring import evaluate_file, score_sentences
 from lmcli.tokenizers import UNK_ID
 from lmcli.train import resume_run, start_run
-from lmcli.units import format_count, parse_duration
+from lmcli.units import format_count, parse_duration, parse_int_list
 
 app = typer.Typer(
     name="lmcli",
@@ -106,6 +106,12 @@ class Optimizer(str, Enum):
 class Schedule(str, Enum):
     plateau = "plateau"
     cosine = "cosine"
+
+
+class Softmax(str, Enum):
+    full = "full"
+    adaptive = "adaptive"
+    auto = "auto"
 
 
 class Batching(str, Enum):
@@ -216,6 +222,18 @@ def train(
                                                      help="Share the embedding with the output "
                                                           "layer. (default: from the recipe)",
                                                      rich_help_panel=_MODEL, show_default=False)] = None,
+    softmax: Annotated[Softmax | None, typer.Option(help="Output layer. full: one softmax over "
+                                                    "the vocabulary; adaptive: frequency "
+                                                    "clusters (Grave et al. 2017), exact "
+                                                    "probabilities, several times faster on "
+                                                    "large vocabularies; auto: adaptive when the "
+                                                    "vocabulary has 1,250+ tokens and weights "
+                                                    "are untied. (default: from the recipe)",
+                                                    rich_help_panel=_MODEL, show_default=False)] = None,
+    cutoffs: Annotated[str | None, typer.Option(help="Adaptive softmax cluster boundaries, as "
+                                                "token ranks: 1000,4000. (default: 1000, "
+                                                "4000, 20000, 100000 below the vocabulary size)",
+                                                rich_help_panel=_MODEL, show_default=False)] = None,
     seq_len: Annotated[int | None, typer.Option(help="BPTT length: tokens per window.",
                                                 rich_help_panel=_TRAIN, show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option(help="Parallel lanes of text per step.",
@@ -313,6 +331,8 @@ def train(
              "hidden_dim": hidden_dim, "dropout": dropout, "tie_weights": tie_weights,
              "dropout_input": dropout_input, "dropout_hidden": dropout_hidden,
              "dropout_embed": dropout_embed, "weight_drop": weight_drop,
+             "softmax": _level_value(softmax),
+             "cutoffs": parse_int_list(cutoffs, "--cutoffs") if cutoffs is not None else None,
              "seq_len": seq_len, "batch_size": batch_size, "optimizer": _level_value(optimizer),
              "lr": lr, "clip": clip, "weight_decay": weight_decay, "lr_decay": lr_decay,
              "lr_schedule": _level_value(lr_schedule), "warmup": warmup, "ar": ar, "tar": tar,
@@ -397,7 +417,9 @@ def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -
         ("checkpoint", str(loaded.path)),
         ("model", f"{config.cell}, {config.layers} layer{'s' if config.layers > 1 else ''} x "
                   f"{config.hidden_dim}, embedding {config.embed_dim}"
-                  + (", tied weights" if config.tie_weights else "")),
+                  + (", tied weights" if config.tie_weights else "")
+                  + (f", adaptive softmax (clusters from {', '.join(f'{c:,}' for c in config.cutoffs or [])})"
+                     if config.softmax == "adaptive" else "")),
         ("regularisation", f"locked dropout {config.input_rate:g} in / {config.hidden_rate:g} "
                            f"between / {config.dropout:g} out, embedding dropout "
                            f"{config.dropout_embed:g}, weight-drop {config.weight_drop:g}, "

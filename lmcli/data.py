@@ -25,6 +25,8 @@ import numpy as np
 import torch
 
 from lmcli.errors import LmcliError, UsageError
+from lmcli.tokencache import (CACHE_VERSION, TokenCache, encode_to_file, fingerprint,
+                              tokenizer_fingerprint)
 from lmcli.tokenizers import EOS_ID, Tokenizer, array_dtype, build_tokenizer, normalize_line
 
 CHUNK_BYTES = 4 << 20
@@ -324,11 +326,16 @@ DataEvent = Callable[[str, dict[str, object]], None]
 
 
 def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
-                tokenizer: Tokenizer | None = None, on_event: DataEvent | None = None
-                ) -> CorpusData:
+                tokenizer: Tokenizer | None = None, on_event: DataEvent | None = None,
+                cache: TokenCache | None = None) -> CorpusData:
     """Read, split and encode a corpus; learn the tokenizer from the training lines unless
     one is given (as when resuming). Emits ("phase", {"name", "total_bytes"}) and
-    ("bytes", {"n"}) events so a caller can draw progress."""
+    ("bytes", {"n"}) events so a caller can draw progress.
+
+    With a ``cache`` the token streams are written to disk as they are encoded and come
+    back as read-only memory maps (memory bounded by the page cache, not the corpus), and
+    a corpus seen before with the same settings skips the vocabulary and encoding passes.
+    Without one they are built in memory."""
     emit = on_event or (lambda kind, info: None)
     files = TextFiles.of(paths, config.encoding, config.errors)
     total = files.size_bytes()
@@ -346,27 +353,68 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
                    if config.valid_file else None)
     held_out = HeldOut() if valid_files else HeldOut.fraction(corpus_scan.num_lines,
                                                               config.valid_fraction)
+    # What decides the streams' bytes, for the cache keys.
+    source = {"corpus": corpus_scan.sha256, "valid": scan(valid_files).sha256 if valid_files else None,
+              "held_out": held_out.ranges, "encoding": config.encoding, "errors": config.errors}
+    vocab_key = fingerprint(CACHE_VERSION, source, config.level, config.vocab_size,
+                            config.min_freq, config.lowercase)
+    if tokenizer is None and cache is not None:
+        tokenizer = cache.load_tokenizer(vocab_key)
     if tokenizer is None:
         emit("phase", {"name": "building vocabulary", "total_bytes": total})
         tokenizer = build_tokenizer(
             config.level,
             ("\n".join(lines) + "\n" for lines in _split_blocks(files, held_out, False, progress)),
             vocab_size=config.vocab_size, min_freq=config.min_freq, lowercase=config.lowercase)
+        if cache is not None:
+            cache.store_tokenizer(vocab_key, tokenizer)
 
-    emit("phase", {"name": "encoding", "total_bytes": total})
-    train = encode_stream(tokenizer, _split_blocks(files, held_out, False, progress))
-    valid: np.ndarray | None = None
-    if valid_files is not None:
-        valid = encode_stream(tokenizer, valid_files.line_blocks())
-        if len(valid) <= 1:
-            raise LmcliError(f"validation file has no text: {valid_files.paths[0]}")
-    elif held_out:
-        valid = encode_stream(tokenizer, _split_blocks(files, held_out, True))
-        if len(valid) <= 1:
-            valid = None
+    train_blocks = _split_blocks(files, held_out, False, progress)
+    valid_blocks = (valid_files.line_blocks() if valid_files is not None
+                    else _split_blocks(files, held_out, True) if held_out else None)
+    streams_key = fingerprint(CACHE_VERSION, source, tokenizer_fingerprint(tokenizer))
+    cached = cache.load_streams(streams_key) if cache is not None else None
+    if cached is not None:
+        emit("phase", {"name": "encoded before (cached)", "total_bytes": 0})
+        train, valid = cached
+    else:
+        emit("phase", {"name": "encoding", "total_bytes": total})
+        streams = None
+        if cache is not None:
+            try:
+                streams = _encode_into_cache(cache, streams_key, tokenizer, train_blocks, valid_blocks)
+            except OSError as error:  # full disk, read-only folder: encode in memory instead
+                emit("warning", {"message": f"token cache not written ({error}); encoding in memory"})
+                emit("phase", {"name": "encoding", "total_bytes": total})
+                train_blocks = _split_blocks(files, held_out, False, progress)
+                valid_blocks = (valid_files.line_blocks() if valid_files is not None
+                                else _split_blocks(files, held_out, True) if held_out else None)
+        if streams is None:
+            streams = (encode_stream(tokenizer, train_blocks),
+                       encode_stream(tokenizer, valid_blocks) if valid_blocks is not None else None)
+        train, valid = streams
+    if valid_files is not None and valid is not None and len(valid) <= 1:
+        raise LmcliError(f"validation file has no text: {valid_files.paths[0]}")
+    if valid is not None and len(valid) <= 1:
+        valid = None
     if len(train) <= 1:
         raise LmcliError("no training text is left after holding out validation lines")
     return CorpusData(tokenizer, train, valid, corpus_scan, files, valid_files, held_out)
+
+
+def _encode_into_cache(cache: TokenCache, key: str, tokenizer: Tokenizer,
+                       train_blocks: Iterable[Sequence[str]],
+                       valid_blocks: Iterable[Sequence[str]] | None
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+    folder = cache.new_entry(key)
+    try:
+        train_count = encode_to_file(tokenizer, train_blocks, folder / "train.bin")
+        valid_count = (encode_to_file(tokenizer, valid_blocks, folder / "valid.bin")
+                       if valid_blocks is not None else None)
+        return cache.commit(key, folder, array_dtype(tokenizer.vocab_size), train_count, valid_count)
+    except BaseException:
+        cache.discard(folder)
+        raise
 
 
 def count_text_chars(lines: Iterable[str], lowercase: bool) -> tuple[int, int]:

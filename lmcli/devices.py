@@ -83,3 +83,38 @@ def describe(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return str(device)
+
+
+# Dense peak FLOP/s of data-centre and workstation GPUs (vendor datasheets, no sparsity):
+# (name fragment, bf16/fp16 tensor cores, fp32 without tensor cores). The first fragment
+# found in the device name wins, so the more specific names come first.
+_GPU_PEAKS: tuple[tuple[str, float, float], ...] = (
+    ("H200", 989.4e12, 66.9e12),
+    ("H100 PCIe", 756.0e12, 51.2e12),
+    ("H100", 989.4e12, 66.9e12),  # SXM
+    ("GH200", 989.4e12, 66.9e12),
+    ("A100", 312.0e12, 19.5e12),
+    ("A10G", 70.0e12, 31.2e12),
+    ("A10", 125.0e12, 31.2e12),
+    ("L40S", 362.0e12, 91.6e12),
+    ("L4", 121.0e12, 30.3e12),
+    ("RTX 4090", 165.2e12, 82.6e12),
+    ("RTX 3090", 71.0e12, 35.6e12),
+    ("V100", 125.0e12, 15.7e12),
+    ("T4", 65.0e12, 8.1e12),
+)
+
+
+def peak_flops(device: torch.device, amp: bool) -> float | None:
+    """The chip's dense peak FLOP/s at the precision training uses (bf16/fp16 tensor cores
+    with --amp, plain fp32 without), for a GPU in the table; None elsewhere."""
+    if device.type != "cuda":
+        return None
+    return gpu_peak(torch.cuda.get_device_name(device), amp)
+
+
+def gpu_peak(name: str, amp: bool) -> float | None:
+    for fragment, half, single in _GPU_PEAKS:
+        if fragment.lower() in name.lower():
+            return half if amp else single
+    return None

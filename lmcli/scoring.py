@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lmcli.data import BpttBatches, TextFiles, encode_stream
 from lmcli.errors import LmcliError
@@ -77,12 +76,10 @@ def _score_batch(model: RNNLM, batch: list[Ids], eos: bool, device: torch.device
     for row, ids in enumerate(batch):
         inputs[row, 1:len(ids) + 1] = ids
         targets[row, :len(ids)] = ids
-    logits, _ = model(torch.from_numpy(inputs).to(device))  # (batch, time, vocab)
+    features, _, _ = model.hidden_features(torch.from_numpy(inputs).to(device))
     # Token log-probabilities in float32, as precise as the float32 logits they come from
     # (about 1e-6 relative); sentence and corpus sums are then taken in float64.
-    logprobs = -F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
-                                torch.from_numpy(targets).to(device).reshape(-1),
-                                reduction="none").reshape(len(batch), width)
+    logprobs = model.target_log_probs(features, torch.from_numpy(targets).to(device))
     rows = logprobs.double().cpu().numpy()
     return [rows[r, : n if eos else n - 1] for r, n in enumerate(lengths)]
 
@@ -248,9 +245,8 @@ def _evaluate_stream(model: RNNLM, tokenizer: Tokenizer, files: TextFiles, num_c
     unk_logprob = torch.zeros((), dtype=torch.float64, device=device)
     for i in range(len(batches)):
         inputs, targets = (t.to(device) for t in batches.window(i))
-        logits, state = model(inputs, state)
-        lp = -F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
-                              reduction="none").double()
+        features, state, _ = model.hidden_features(inputs, state)
+        lp = model.target_log_probs(features, targets).reshape(-1).double()
         logprob += lp.sum()
         unk_logprob += lp[targets.reshape(-1) == UNK_ID].sum()
     scored = tokens[1:]

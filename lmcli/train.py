@@ -28,14 +28,15 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from lmcli import checkpoint as ckpt
 from lmcli.data import PAD_TARGET, BpttBatches, CorpusData, DataConfig, DataEvent, SentenceBatches, load_corpus
-from lmcli.devices import amp_dtype, autocast, cpu_has_bf16, describe, native_bf16, resolve_device
+from lmcli.devices import (amp_dtype, autocast, cpu_has_bf16, describe, native_bf16, peak_flops,
+                           resolve_device)
 from lmcli.errors import LmcliError, UsageError
 from lmcli.model import RNNLM, Activations, ModelConfig, State, detach_state
 from lmcli.scoring import sentence_loss
+from lmcli.tokencache import cache_for_run
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "ntasgd")
 SCHEDULES = ("plateau", "cosine")
@@ -146,6 +147,7 @@ class Started:
     tokens_per_step: int
     resumed_from_step: int
     out_dir: Path
+    flops_per_token: float = 0.0  # matrix-multiply FLOPs of one training token
 
 
 @dataclass
@@ -200,6 +202,8 @@ class Finished:
     last_path: Path
     elapsed: float
     tokens_per_second: float
+    achieved_flops: float = 0.0  # model FLOP/s over the session
+    peak_share: float | None = None  # of the GPU's dense peak at this precision; None on a CPU
 
 
 Event = Started | Progress | Validated | EpochEnded | Note | Finished
@@ -228,6 +232,17 @@ class RunState:
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def tail_shares(tokens: np.ndarray, config: ModelConfig, sample: int = 1 << 21) -> list[float] | None:
+    """For an adaptive softmax: the share of training targets in each tail cluster, from
+    the first ``sample`` tokens (a FLOP count needs no more precision than that)."""
+    if config.softmax != "adaptive" or not config.cutoffs:
+        return None
+    head = np.asarray(tokens[:sample])
+    bounds = [*config.cutoffs, config.vocab_size]
+    counts = np.histogram(head, bins=bounds)[0] if len(head) else np.zeros(len(config.cutoffs))
+    return [float(c) / max(len(head), 1) for c in counts]
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -545,12 +560,12 @@ class Trainer:
     def fit(self) -> Finished:
         """Train until a budget or early stopping ends the run; checkpoints on the way."""
         config, run, model = self.config, self.run, self.model
+        flops_per_token = model.flops_per_token(tail_shares(self.data.train, self.model_config))
         self.emit(Started(describe(self.device), model.num_parameters(), self.model_config.vocab_size,
                           len(self.data.train), len(self.data.valid) if self.data.valid is not None else 0,
                           self.steps_per_epoch, self.total_steps, self.batches.tokens_per_window,
-                          run.step, self.out_dir))
+                          run.step, self.out_dir, flops_per_token))
         model.train()
-        vocab = self.model_config.vocab_size
         params = [p for p in model.parameters() if p.requires_grad]
         meter = _LossMeter(self.device, lambda: run.tokens_seen)
         session_start = self._session_start = time.perf_counter()
@@ -581,9 +596,11 @@ class Trainer:
                 self._set_lr(self._scheduled_lr(session_seconds()))
                 with autocast(self.device, self.amp):
                     features, hidden, activations = model.hidden_features(inputs, self.hidden)
-                    logits = model.decoder(features)  # (batch, time, vocab)
-                    loss = F.cross_entropy(logits.reshape(-1, vocab).float(), targets.reshape(-1),
-                                           ignore_index=PAD_TARGET)
+                    logprobs = model.target_log_probs(features, targets)  # (batch, time)
+                    if sentences:  # padding scores 0; the mean is over real targets
+                        loss = -logprobs.sum() / (targets != PAD_TARGET).sum().clamp(min=1)
+                    else:
+                        loss = -logprobs.mean()
                     penalty = activation_penalty(activations, targets != PAD_TARGET if sentences else None,
                                                  config.ar, config.tar)
                 self.optimizer.zero_grad(set_to_none=True)
@@ -657,9 +674,11 @@ class Trainer:
                 self.save_best(run.best_loss)
         self._record({"event": "end", "reason": reason, "step": run.step,
                       "best_valid_loss": run.best_loss})
+        rate = (run.tokens_seen - tokens_before) / max(session_seconds(), 1e-9)
+        peak = peak_flops(self.device, self.amp)
         finished = Finished(reason, run.step, run.epoch, run.best_loss, self.out_dir / ckpt.BEST,
-                            self.out_dir / ckpt.LAST, run.elapsed,
-                            (run.tokens_seen - tokens_before) / max(session_seconds(), 1e-9))
+                            self.out_dir / ckpt.LAST, run.elapsed, rate, rate * flops_per_token,
+                            rate * flops_per_token / peak if peak else None)
         self.emit(finished)
         return finished
 
@@ -754,10 +773,13 @@ def start_run(request: RunRequest, *, on_event: Callable[[Event], None] | None =
     out_dir = Path(request.out_dir)
     check_run_dir(out_dir, force=request.force)
     train_config = request.train.resolved()
-    ModelConfig(vocab_size=3, **request.model).validate()
+    # Checked before the corpus is read, against a vocabulary as large as any (the real
+    # size is checked once it is known).
+    ModelConfig(vocab_size=1 << 30, **request.model).validate()
     resolve_device(train_config.device)
-    data = load_corpus(request.corpus, request.data, on_event=on_data_event)
-    model_config = ModelConfig(vocab_size=data.tokenizer.vocab_size, **request.model)
+    data = load_corpus(request.corpus, request.data, on_event=on_data_event,
+                       cache=cache_for_run(out_dir))
+    model_config = ModelConfig(vocab_size=data.tokenizer.vocab_size, **request.model).validate()
     _clear_run_dir(out_dir)
     trainer = Trainer(data, model_config, train_config, out_dir, request.data.to_dict(),
                       on_event=on_event, should_stop=should_stop)
@@ -792,7 +814,8 @@ def resume_run(out_dir: Path, *, corpus: list[str] | None = None,
     provenance = payload.get("provenance", {})
     paths = corpus or provenance.get("corpus") or []
     data_config = DataConfig.from_dict(payload["data_config"])
-    data = load_corpus(paths, data_config, tokenizer=checkpoint.tokenizer, on_event=on_data_event)
+    data = load_corpus(paths, data_config, tokenizer=checkpoint.tokenizer, on_event=on_data_event,
+                       cache=cache_for_run(out_dir))
     if provenance.get("corpus_sha256") and data.scan.sha256 != provenance["corpus_sha256"]:
         raise LmcliError("the corpus has changed since this run started (its sha256 differs); "
                          "resume with the same text, or start a new run")

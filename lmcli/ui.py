@@ -20,6 +20,7 @@ from rich.markup import escape
 from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn,
                            TimeElapsedColumn, TransferSpeedColumn)
 from rich.table import Table
+from rich.text import Text
 
 from lmcli import train as training
 from lmcli.units import format_count, format_duration
@@ -90,10 +91,13 @@ class TrainDisplay:
 
     def data_event(self, kind: str, info: dict[str, Any]) -> None:
         if self.json_mode:
-            if kind == "phase":
-                emit_json({"event": "phase", **info})
+            if kind in ("phase", "warning"):
+                emit_json({"event": kind, **info})
             return
-        if kind == "phase":
+        if kind == "warning":
+            self._end_phase()
+            stderr_console().print(Text.assemble(("warning: ", "yellow"), str(info["message"])))
+        elif kind == "phase":
             self._end_phase()
             if not self.console.is_terminal:
                 return
@@ -196,7 +200,9 @@ class TrainDisplay:
                 if e.best_valid_loss is not None else "")
         self.console.print(f"[bold green]done[/] after {e.step:,} steps "
                            f"({reasons.get(e.reason, e.reason)}){best}, "
-                           f"{format_duration(e.elapsed)}, {format_count(e.tokens_per_second)} tok/s")
+                           f"{format_duration(e.elapsed)}, {format_count(e.tokens_per_second)} tok/s"
+                           + (f", {format_count(e.achieved_flops)}FLOP/s = {100 * e.peak_share:.1f}% of "
+                              "the GPU's peak" if e.peak_share is not None else ""))
         self.console.print(f"best model: {escape(str(e.best_path))}")
 
     def close(self) -> None:

@@ -46,3 +46,14 @@ def format_count(n: float) -> str:
             value = n / size
             return f"{value:.3g}{unit}" if value < 100 else f"{value:.0f}{unit}"
     return f"{n:.0f}" if float(n).is_integer() else f"{n:.3g}"
+
+
+def parse_int_list(text: str, flag: str) -> list[int]:
+    """``2000,10000`` -> [2000, 10000]; ``k`` for thousands is allowed (``2k,10k``)."""
+    values = []
+    for part in text.replace(" ", "").split(","):
+        match = re.fullmatch(r"(\d+)(k?)", part.lower())
+        if not match:
+            raise UsageError(f"{flag} wants integers separated by commas, like 2000,10000; got {text!r}")
+        values.append(int(match.group(1)) * (1000 if match.group(2) else 1))
+    return values

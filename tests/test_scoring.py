@@ -18,14 +18,19 @@ LINES = ["the moon rises over the sea", "a bird sings in the tree", "the sea is 
          "床前明月光", "moon and sea and bird"] * 6
 
 
-def model_for(tokenizer, cell: str = "lstm", seed: int = 0) -> RNNLM:
+def model_for(tokenizer, cell: str = "lstm", seed: int = 0, softmax: str = "full") -> RNNLM:
     torch.manual_seed(seed)
+    # An adaptive softmax with two clusters: a head of 5 tokens, then 5 more, then the rest.
+    cutoffs = [5, 10] if softmax == "adaptive" else None
     config = ModelConfig(vocab_size=tokenizer.vocab_size, cell=cell, layers=2, embed_dim=8,
-                         hidden_dim=12, dropout=0.0)
+                         hidden_dim=12, dropout=0.0, softmax=softmax, cutoffs=cutoffs)
     model = RNNLM(config).eval()
     with torch.no_grad():  # untrained outputs are nearly uniform: sharpen them a little
-        model.decoder.weight.mul_(8.0)
-        model.decoder.bias.normal_(0, 1.0)
+        for layer in model.decoder.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(8.0)
+                if layer.bias is not None:
+                    layer.bias.normal_(0, 1.0)
     return model
 
 
@@ -52,12 +57,13 @@ def test_zero_output_weights_give_the_uniform_score_by_hand() -> None:
 
 
 @pytest.mark.parametrize("level", ["char", "word", "bpe", "unigram"])
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
-def test_normalisation_law(level: str, cell: str) -> None:
+@pytest.mark.parametrize("cell,softmax", [("rnn", "full"), ("lstm", "full"), ("gru", "full"),
+                                          ("lstm", "adaptive"), ("gru", "adaptive")])
+def test_normalisation_law(level: str, cell: str, softmax: str) -> None:
     """For a prefix x: P(x) = P(x <EOS>) + sum over tokens t of P(x t), <UNK> counted once.
     Holds only if the softmax covers exactly the tokens that can occur."""
     tokenizer = tokenizer_for(level)
-    model = model_for(tokenizer, cell)
+    model = model_for(tokenizer, cell, softmax=softmax)
     prefix_ids = tokenizer.encode("the moon")[:3]
     with torch.no_grad():
         logits, _ = model(torch.tensor([[EOS_ID, *prefix_ids]]))
@@ -83,9 +89,10 @@ def test_logprob_is_the_sum_of_token_logprobs_and_counts_oov() -> None:
     assert result.unk_logprob == pytest.approx(result.token_logprobs[1], abs=1e-9)
 
 
-def test_a_sentence_scores_the_same_alone_or_in_any_batch() -> None:
+@pytest.mark.parametrize("softmax", ["full", "adaptive"])
+def test_a_sentence_scores_the_same_alone_or_in_any_batch(softmax: str) -> None:
     tokenizer = tokenizer_for("char")
-    model = model_for(tokenizer, "gru")
+    model = model_for(tokenizer, "gru", softmax=softmax)
     sentences = LINES[:9] + ["", "x", "the sea " * 12]
     alone = [next(iter(score_sentences(model, tokenizer, [s]))).logprob for s in sentences]
     for batch_size in (1, 2, 5, 64):
@@ -119,9 +126,10 @@ def test_eval_equals_aggregated_score(tmp_path: Path, level: str) -> None:
         assert result.bits_per_char == pytest.approx(result.bits_per_token, rel=1e-9)
 
 
-def test_stream_eval_carries_the_state(tmp_path: Path) -> None:
+@pytest.mark.parametrize("softmax", ["full", "adaptive"])
+def test_stream_eval_carries_the_state(tmp_path: Path, softmax: str) -> None:
     tokenizer = tokenizer_for("word")
-    model = model_for(tokenizer)
+    model = model_for(tokenizer, softmax=softmax)
     path = tmp_path / "test.txt"
     path.write_text("\n".join(LINES[:4]) + "\n", encoding="utf-8")
     sentences = evaluate_file(model, tokenizer, TextFiles.of([path]))
