@@ -35,6 +35,7 @@ from lmcli.devices import (amp_dtype, autocast, cpu_has_bf16, describe, native_b
                            resolve_device)
 from lmcli.errors import LmcliError, UsageError
 from lmcli.model import RNNLM, Activations, ModelConfig, State, detach_state
+from lmcli.runlock import RunLock
 from lmcli.scoring import sentence_loss
 from lmcli.tokencache import cache_for_run
 
@@ -771,6 +772,15 @@ def start_run(request: RunRequest, *, on_event: Callable[[Event], None] | None =
     """Train a new model. Everything is checked before the corpus is read, and the run
     folder is only touched once the corpus has been read and encoded."""
     out_dir = Path(request.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LmcliError(f"--out {out_dir} is a file, not a folder")
+    with RunLock(out_dir, force=request.force):
+        return _start_run(request, out_dir, on_event, on_data_event, should_stop, root)
+
+
+def _start_run(request: RunRequest, out_dir: Path, on_event: Callable[[Event], None] | None,
+               on_data_event: DataEvent | None, should_stop: Callable[[], bool] | None,
+               root: Path) -> Finished:
     check_run_dir(out_dir, force=request.force)
     train_config = request.train.resolved()
     # Checked before the corpus is read, against a vocabulary as large as any (the real
@@ -799,6 +809,13 @@ def resume_run(out_dir: Path, *, corpus: list[str] | None = None,
     out_dir = Path(out_dir)
     if not (out_dir / ckpt.LAST).is_file():
         raise LmcliError(f"nothing to resume in {out_dir} (no {ckpt.LAST})")
+    with RunLock(out_dir):
+        return _resume_run(out_dir, corpus, overrides, on_event, on_data_event, should_stop, root)
+
+
+def _resume_run(out_dir: Path, corpus: list[str] | None, overrides: dict[str, Any] | None,
+                on_event: Callable[[Event], None] | None, on_data_event: DataEvent | None,
+                should_stop: Callable[[], bool] | None, root: Path) -> Finished:
     checkpoint = ckpt.load(out_dir / ckpt.LAST)
     payload = checkpoint.payload
     if checkpoint.training_state is None:
