@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 import time
 from pathlib import Path
@@ -84,6 +85,9 @@ def main() -> None:
     print(f"          ratio batched / one at a time: {batched_rate / single_rate:.1f}x; "
           f"largest difference {worst:.2e} nats")
     assert worst < 1e-5, "batched and single scores disagree"
+    print("summary:", json.dumps({"benchmark": "scoring", "reference": "one sentence at a time",
+                                  "ratio": batched_rate / single_rate,
+                                  "sentences_per_s": batched_rate, "tokens_per_s": batched_rate * tokens / len(sentences)}))
 
     print("\ngeneration, one sample, ms per token:")
     config = SamplingConfig(max_tokens=1, lines=10**9)
@@ -100,6 +104,9 @@ def main() -> None:
         note = "" if recompute_tokens == tokens else f" (first {recompute_tokens} tokens)"
         print(f"  {tokens:>5} tokens: lmcli {carried:6.2f} ms/token; recompute-from-scratch "
               f"{naive:7.2f} ms/token{note}; ratio {naive / carried:.1f}x")
+        print("summary:", json.dumps({"benchmark": f"generation, {tokens} tokens",
+                                      "reference": "recompute the prefix each step",
+                                      "ratio": naive / carried, "ms_per_token": carried}))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,136 @@
+"""Run every speed benchmark and write benchmarks/BENCHMARKS.md.
+
+Each benchmark runs in its own process, alone on the machine, and measures lmcli against a
+reference in the same run (a hand-written PyTorch loop, one-at-a-time scoring,
+recompute-from-scratch generation, the full softmax); its last lines are JSON summaries
+that this script gathers into one table, under the date, the machine and the commands.
+The benchmarks' own output follows the table, as they printed it.
+
+    python benchmarks/run_all.py                 # everything, about 20 minutes on 2 cores
+    python benchmarks/run_all.py --quick         # smaller sizes, a few minutes
+    python benchmarks/run_all.py --only score softmax
+
+Not part of CI: timings depend on the machine and on what else it is doing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HERE = REPO / "benchmarks"
+QUALITY_TRAIN = HERE / ".cache" / "quality" / "train.txt"
+
+# name -> (script, arguments, arguments with --quick)
+BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
+    "train": ("bench_train.py", ["--rounds", "3"], ["--rounds", "1", "--steps", "60"]),
+    "score": ("bench_score.py", [], ["--sentences", "3000", "--single", "300"]),
+    "rerank": ("bench_rerank.py", [], ["--utterances", "300", "--single", "300"]),
+    "encode": ("bench_encode.py", ["--size-mb", "200"], ["--size-mb", "30"]),
+    "softmax": ("bench_softmax.py", [], ["--steps", "8", "--train-steps", "300"]),
+}
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu}, {cores} cores, {gpu}; torch {torch.__version__}, "
+            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+
+
+def run(name: str, quick: bool) -> tuple[list[str], str, list[dict]]:
+    script, full, small = BENCHMARKS[name]
+    args = small if quick else full
+    if name == "softmax" and not QUALITY_TRAIN.exists():
+        args = [*args, "--skip-quality"]
+    command = [sys.executable, str(HERE / script), *args]
+    print(f"[run_all] {name}: {shlex.join(['python', f'benchmarks/{script}', *args])}", file=sys.stderr, flush=True)
+    result = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    output = result.stdout
+    if result.returncode != 0:
+        output += f"\n(exit {result.returncode})\n{result.stderr[-2000:]}"
+    summaries = [json.loads(line.split(":", 1)[1]) for line in output.splitlines()
+                 if line.startswith("summary:")]
+    shown = "\n".join(line for line in output.splitlines() if not line.startswith("summary:"))
+    return ["python", f"benchmarks/{script}", *args], shown, summaries
+
+
+def ratio_cell(summary: dict) -> str:
+    ratio = summary.get("ratio")
+    if ratio is None:
+        return "-"
+    return f"{ratio:.2f}x"
+
+
+def absolute_cell(summary: dict) -> str:
+    for key, unit in (("tokens_per_s", "tokens/s"), ("sentences_per_s", "sentences/s"),
+                      ("hypotheses_per_s", "hypotheses/s"), ("ms_per_token", "ms/token"),
+                      ("mb_per_s", "MB/s"), ("perplexity", "perplexity")):
+        if key in summary:
+            value = summary[key]
+            text = f"{value:,.0f} {unit}" if value >= 100 else f"{value:.2f} {unit}"
+            if "peak_over_array" in summary:
+                text += (f"; peak memory {summary['peak_over_baseline_mb']:,.0f} MB over baseline = "
+                         f"{summary['peak_over_array']:.2f}x the {summary['array_mb']:,.0f} MB token array")
+            if "reference_perplexity" in summary:
+                text += f" (full softmax {summary['reference_perplexity']:.2f})"
+            return text
+    return "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: minutes, not tens of minutes")
+    parser.add_argument("--only", nargs="+", choices=list(BENCHMARKS), default=list(BENCHMARKS))
+    parser.add_argument("--out", type=Path, default=HERE / "BENCHMARKS.md")
+    args = parser.parse_args()
+    started = dt.datetime.now(dt.timezone.utc)
+    sections = []
+    rows = []
+    for name in args.only:
+        command, output, summaries = run(name, args.quick)
+        sections.append((name, command, output))
+        for summary in summaries:
+            rows.append((summary["benchmark"], summary.get("reference") or "-", ratio_cell(summary),
+                         absolute_cell(summary)))
+    invoked = shlex.join(["python", "benchmarks/run_all.py", *sys.argv[1:]])
+    lines = [
+        "# Speed benchmarks",
+        "",
+        f"Written {started:%Y-%m-%d %H:%M} UTC by `{invoked}`.",
+        f"Machine: {machine()}.",
+        "",
+        "Ratios are lmcli against the reference, measured in the same run (above 1 is lmcli "
+        "faster; for perplexity, above 1 is worse).",
+        "",
+        "| benchmark | reference | ratio | lmcli |",
+        "|---|---|---|---|",
+        *[f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows],
+        "",
+    ]
+    for name, command, output in sections:
+        lines += [f"## {name}", "", f"`{shlex.join(command)}`", "", "```", output.strip(), "```", ""]
+    args.out.write_text("\n".join(lines))
+    print(f"[run_all] wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
