@@ -261,40 +261,58 @@ def _perplexity(loss: float) -> float:
 class _Mark:
     time: float
     total: float
-    steps: int
+    steps: float  # finite steps so far
     tokens: int
+
+
+MAX_BAD_STEPS = 5  # non-finite losses in a row before a run is declared diverged
 
 
 class _LossMeter:
     """Sums step losses on the device. A mean is read back (one host sync) only when an
-    event is due, never per step."""
+    event is due, never per step. A step whose loss or gradient was not finite was skipped
+    (no update): it is left out of the mean and counted, and the longest run of such steps
+    in a row is tracked, all on the device."""
 
     def __init__(self, device: torch.device, tokens: Callable[[], int]) -> None:
         self.total = torch.zeros((), dtype=torch.float64, device=device)
+        self.good = torch.zeros((), dtype=torch.float64, device=device)  # finite steps
+        self.streak = torch.zeros((), dtype=torch.float64, device=device)  # bad steps in a row now
+        self.longest = torch.zeros((), dtype=torch.float64, device=device)  # ... at most so far
         self.steps = 0
+        self.skipped = 0  # as of the last read
         self._tokens = tokens
-        self._read = (0, 0.0)  # (steps, total) at the last read: no sync when nothing changed
+        self._read = (0, 0.0, 0.0)  # (steps, total, good) at the last read: no sync when nothing changed
 
-    def add(self, loss: torch.Tensor) -> None:
-        self.total += loss.detach()
+    def add(self, loss: torch.Tensor, finite: torch.Tensor) -> None:
+        ok = finite.to(self.total.dtype)
+        self.total += torch.where(finite, loss.detach().to(self.total.dtype), 0.0)
+        self.good += ok
+        self.streak.add_(1.0).mul_(1.0 - ok)
+        torch.maximum(self.longest, self.streak, out=self.longest)
         self.steps += 1
 
-    def value(self) -> float:
+    def value(self) -> tuple[float, float]:
+        """(sum of finite losses, number of finite steps) so far."""
         if self._read[0] != self.steps:
-            total = float(self.total.item())
-            if not math.isfinite(total):
-                raise LmcliError("training diverged (the loss is not finite); lower --lr or "
+            total, good, longest = torch.stack([self.total, self.good, self.longest]).tolist()
+            self.skipped = self.steps - int(good)
+            if longest >= MAX_BAD_STEPS:
+                raise LmcliError(f"training diverged: the loss was not finite for {int(longest)} steps "
+                                 f"in a row (by step {self.steps} of this session); lower --lr or "
                                  "--clip. Checkpoints written before are kept")
-            self._read = (self.steps, total)
-        return self._read[1]
+            self._read = (self.steps, total, good)
+        return self._read[1], self._read[2]
 
     def mark(self) -> _Mark:
-        return _Mark(time.perf_counter(), self.value(), self.steps, self._tokens())
+        total, good = self.value()
+        return _Mark(time.perf_counter(), total, good, self._tokens())
 
     def since(self, mark: _Mark) -> tuple[float, float, int]:
-        """(mean loss, seconds, steps) since ``mark``."""
-        steps = self.steps - mark.steps
-        mean = (self.value() - mark.total) / steps if steps else float("nan")
+        """(mean loss over the finite steps, seconds, finite steps) since ``mark``."""
+        total, good = self.value()
+        steps = int(good - mark.steps)
+        mean = (total - mark.total) / steps if steps else float("nan")
         return mean, time.perf_counter() - mark.time, steps
 
 
@@ -558,6 +576,20 @@ class Trainer:
             with torch.no_grad():
                 torch._foreach_copy_(params, current)
 
+    def _skip_unless(self, finite: torch.Tensor) -> None:
+        """Make the coming optimizer step a no-op when ``finite`` is false. The fused
+        optimizers take the flag as a tensor (``found_inf``, as GradScaler passes it) and
+        skip on the device, so no host sync is needed; others are asked on the host. With
+        fp16 loss scaling the scaler already skips steps with non-finite gradients."""
+        if self.scaler.is_enabled():
+            return
+        if self.optimizer.defaults.get("fused"):
+            self.optimizer.found_inf = (~finite).float()  # type: ignore[attr-defined]
+        elif not bool(finite):
+            for group in self.optimizer.param_groups:
+                for param in group["params"]:
+                    param.grad = None  # no gradient: the optimizer leaves the weight alone
+
     def fit(self) -> Finished:
         """Train until a budget or early stopping ends the run; checkpoints on the way."""
         config, run, model = self.config, self.run, self.model
@@ -572,6 +604,17 @@ class Trainer:
         session_start = self._session_start = time.perf_counter()
         elapsed_before, tokens_before = run.elapsed, run.tokens_seen
         shown = logged = epoch_mark = meter.mark()
+        skipped_reported = 0
+
+        def report_skipped() -> None:
+            nonlocal skipped_reported
+            meter.value()  # reads the count (and raises if the run has diverged)
+            if meter.skipped > skipped_reported:
+                count = meter.skipped - skipped_reported
+                self._record({"event": "skipped", "step": run.step, "count": count})
+                self.emit(Note(f"skipped {count} step{'s' if count > 1 else ''} whose loss or gradient "
+                               f"was not finite, by step {run.step} (no update; the state restarts)"))
+                skipped_reported = meter.skipped
 
         def session_seconds() -> float:
             return time.perf_counter() - session_start
@@ -605,17 +648,22 @@ class Trainer:
                     penalty = activation_penalty(activations, targets != PAD_TARGET if sentences else None,
                                                  config.ar, config.tar)
                 self.optimizer.zero_grad(set_to_none=True)
-                self.scaler.scale(loss if penalty is None else loss + penalty).backward()
+                objective = loss if penalty is None else loss + penalty
+                self.scaler.scale(objective).backward()
+                finite = torch.isfinite(objective.detach())
                 if config.clip:
                     self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(params, config.clip)
+                    norm = torch.nn.utils.clip_grad_norm_(params, config.clip)
+                    finite = finite & torch.isfinite(norm)
+                self._skip_unless(finite)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
                 if self.average is not None:
                     run.average_count += 1
                     torch._foreach_lerp_(self.average, [p.detach() for p in params], 1.0 / run.average_count)
-                self.hidden = detach_state(hidden)
-                meter.add(loss)
+                # A skipped step's state is not finite either: the lanes start afresh.
+                self.hidden = tuple(torch.where(finite, h, torch.zeros_like(h)) for h in detach_state(hidden))
+                meter.add(loss, finite)
                 run.step += 1
                 run.window = window + 1
                 run.tokens_seen += scored
@@ -624,6 +672,7 @@ class Trainer:
                 if time.perf_counter() - shown.time >= 0.5 or run.step == 1:
                     loss_now, seconds, steps = meter.since(shown)
                     rate = (run.tokens_seen - shown.tokens) / max(seconds, 1e-9)
+                    report_skipped()
                     self.emit(self._progress(loss_now, rate, session_seconds()))
                     shown = meter.mark()
                 if run.step % LOG_EVERY == 0:
@@ -634,6 +683,7 @@ class Trainer:
                 # Validation points are counted within the epoch, so that the last one before
                 # the epoch's end is never a few steps before the end-of-epoch validation.
                 if run.window % self.eval_every == 0 and run.window < self.steps_per_epoch:
+                    report_skipped()  # a diverged run stops here, before it saves
                     self._checkpoint_point(scheduled=True)
                     if run.stalls >= config.patience:
                         stop_reason = "early_stopping"
@@ -653,6 +703,7 @@ class Trainer:
             run.epoch += 1
             run.window = 0
             self.hidden = None
+            report_skipped()
             valid_loss = self._checkpoint_point(scheduled=True)
             self._record({"event": "epoch", "step": run.step, "epoch": run.epoch,
                           "train_loss": train_loss, "valid_loss": valid_loss,
@@ -666,6 +717,7 @@ class Trainer:
                 break
 
         run.elapsed = elapsed_before + session_seconds()
+        report_skipped()
         if reason == "interrupted":
             self.save_last()  # no validation: a resumed run follows the uninterrupted path
         elif reason in ("max_steps", "time_limit"):

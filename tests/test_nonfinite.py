@@ -1,0 +1,83 @@
+"""A step whose loss is not finite is skipped (no update, a warning), and a run of them
+stops training with a clear error while the checkpoints written before stay whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmcli import checkpoint as ckpt
+from lmcli.data import DataConfig
+from lmcli.errors import LmcliError
+from lmcli.model import RNNLM
+from lmcli.train import MAX_BAD_STEPS, Note, RunRequest, TrainConfig, start_run
+
+
+def poison(monkeypatch: pytest.MonkeyPatch, bad_steps: set[int]) -> list[int]:
+    """Training steps (counted from 1) in ``bad_steps`` get a NaN loss; validation is untouched."""
+    calls: list[int] = []
+    original = RNNLM.target_log_probs
+
+    def patched(self, features, targets):
+        result = original(self, features, targets)
+        if self.training:
+            calls.append(1)
+            if len(calls) in bad_steps:
+                return result * float("nan")
+        return result
+
+    monkeypatch.setattr(RNNLM, "target_log_probs", patched)
+    return calls
+
+
+def request(corpus: Path, out: Path, optimizer: str, steps: int, eval_every: int = 100) -> RunRequest:
+    return RunRequest(corpus=[str(corpus)], data=DataConfig(level="word", valid_fraction=0.1),
+                      model={"cell": "lstm", "layers": 1, "embed_dim": 8, "hidden_dim": 16, "dropout": 0.0},
+                      train=TrainConfig(seq_len=8, batch_size=4, max_steps=steps, epochs=None, lr=0.01,
+                                        optimizer=optimizer, seed=1, device="cpu", eval_every=eval_every),
+                      out_dir=out)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_few_bad_steps_are_skipped_with_a_warning(english_corpus: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch, optimizer: str) -> None:
+    # The reference: the same run stopped just before the bad steps.
+    start_run(request(english_corpus, tmp_path / "before", optimizer, steps=4), root=tmp_path / "ck")
+    before = ckpt.load(tmp_path / "before" / "last.pt").payload["state_dict"]
+    poison(monkeypatch, {5, 6})
+    events: list = []
+    stopped = start_run(request(english_corpus, tmp_path / "skip", optimizer, steps=6), root=tmp_path / "ck",
+                        on_event=events.append)
+    assert stopped.step == 6
+    after = ckpt.load(tmp_path / "skip" / "last.pt").payload["state_dict"]
+    for key, value in before.items():  # two skipped steps changed no weight
+        assert torch.equal(after[key], value), key
+    notes = [e.text for e in events if isinstance(e, Note)]
+    assert any("skipped 2 steps whose loss or gradient was not finite" in n for n in notes)
+    metrics = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert {"event": "skipped", "step": 6, "count": 2} in metrics or any(
+        m.get("event") == "skipped" and m["count"] == 2 for m in metrics)
+    # Training goes on normally after them.
+    monkeypatch.undo()
+    poison(monkeypatch, {5, 6})
+    finished = start_run(request(english_corpus, tmp_path / "on", optimizer, steps=20), root=tmp_path / "ck")
+    assert finished.best_valid_loss is not None and finished.best_valid_loss < 10
+    weights = ckpt.load(tmp_path / "on" / "last.pt").payload["state_dict"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_a_run_of_bad_steps_stops_training_and_keeps_the_checkpoints(
+        english_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    poison(monkeypatch, set(range(9, 1000)))
+    out = tmp_path / "run"
+    with pytest.raises(LmcliError, match=f"not finite for {MAX_BAD_STEPS}|not finite for [0-9]+ steps in a row"):
+        start_run(request(english_corpus, out, "adam", steps=200, eval_every=4), root=tmp_path / "ck")
+    last = ckpt.load(out / "last.pt")
+    # Steps 9-12 were skipped (4 in a row: not yet a divergence), so the step-12 checkpoint
+    # holds the weights of step 8; at the step-16 checkpoint the run of 8 stopped it.
+    assert last.step == 12
+    assert all(torch.isfinite(w).all() for w in last.payload["state_dict"].values())
+    assert ckpt.load(out / "best.pt").step <= 8
