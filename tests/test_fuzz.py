@@ -1,0 +1,103 @@
+"""Property tests over what users type: arbitrary Unicode, control characters, very long
+lines and the special-token strings themselves. Nothing crashes, the fast and the plain
+encoders agree, round trips hold, and every score is a finite log-probability."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lmcli.model import RNNLM, ModelConfig
+from lmcli.scoring import score_sentences
+from lmcli.tokenizers import EOS, EOS_ID, UNK, UNK_ID, build_tokenizer, tokenizer_from_state
+
+CORPUS = ["the moon rises over the sea", "a bird sings in the tree <unk>", "床前明月光 疑是地上霜",
+          "naïve café — “quotes” and tabs\there", "emoji 🙂 and combining e\u0301"] * 4
+SPECIAL_TEXTS = [EOS, UNK, "<unk>", "<s>", "</s>", f"a {EOS} b", f"{UNK}{EOS}", "\x00", "\u2028", "\ufeff"]
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# Any Unicode text (lone surrogates included, as a mis-decoded file can hold), control
+# characters and the special strings mixed in.
+texts = st.one_of(
+    st.text(st.characters(blacklist_categories=()), max_size=80),
+    st.text(st.characters(min_codepoint=0, max_codepoint=0x1F), max_size=40),
+    st.lists(st.sampled_from(SPECIAL_TEXTS + ["the", "moon", "床", " ", "\t"]), max_size=20).map("".join),
+)
+
+TOKENIZERS = {level: build_tokenizer(level, ["\n".join(CORPUS) + "\n"],
+                                     vocab_size=60 if level in ("bpe", "unigram") else None)
+              for level in ("char", "word", "bpe", "unigram")}
+
+
+def single_line(text: str) -> str:
+    return text.replace("\n", " ")
+
+
+@pytest.mark.parametrize("level", list(TOKENIZERS))
+@FUZZ
+@given(text=texts)
+def test_any_text_encodes_to_valid_ids_and_both_encoders_agree(level: str, text: str) -> None:
+    tokenizer = TOKENIZERS[level]
+    line = single_line(text)
+    normal = tokenizer.normalize(line)
+    ids = tokenizer.encode(normal) if normal else []
+    assert all(0 <= i < tokenizer.vocab_size for i in ids)
+    assert EOS_ID not in ids  # no text, special strings included, ends a sentence early
+    fast = tokenizer.encode_lines([line]).tolist()
+    assert fast == (ids + [EOS_ID] if normal else [])
+    # The tokenizer survives its own serialisation with the same behaviour.
+    again = tokenizer_from_state(tokenizer.to_state())
+    assert (again.encode(normal) if normal else []) == ids
+
+
+@FUZZ
+@given(words=st.lists(st.sampled_from(TOKENIZERS["word"].tokens[2:]), min_size=1, max_size=30))
+def test_word_round_trip(words: list[str]) -> None:
+    tokenizer = TOKENIZERS["word"]
+    text = " ".join(words)
+    assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+@FUZZ
+@given(chars=st.lists(st.sampled_from(TOKENIZERS["char"].tokens[2:]), min_size=1, max_size=60))
+def test_char_round_trip(chars: list[str]) -> None:
+    tokenizer = TOKENIZERS["char"]
+    text = tokenizer.normalize("".join(chars))
+    if text:
+        assert tokenizer.decode(tokenizer.encode(text)) == text
+
+
+@pytest.mark.parametrize("level", ["char", "word", "bpe"])
+@FUZZ
+@given(batch=st.lists(texts, min_size=1, max_size=6))
+def test_any_text_scores_to_a_finite_log_probability(level: str, batch: list[str]) -> None:
+    tokenizer = TOKENIZERS[level]
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(vocab_size=tokenizer.vocab_size, layers=1, embed_dim=8, hidden_dim=8,
+                              dropout=0.0)).eval()
+    lines = [single_line(t) for t in batch]
+    scores = list(score_sentences(model, tokenizer, lines, batch_size=4))
+    assert len(scores) == len(lines)
+    for line, score in zip(lines, scores):
+        normal = tokenizer.normalize(line)
+        assert score.num_tokens == (len(tokenizer.encode(normal)) if normal else 0) + 1
+        assert math.isfinite(score.logprob) and score.logprob < 0
+        assert score.oov == sum(1 for i in score.token_ids[:-1] if i == UNK_ID)
+
+
+def test_a_very_long_line_scores_like_its_parts_say() -> None:
+    """One 200,000-character line: encoded and scored without trouble, in one piece."""
+    tokenizer = TOKENIZERS["char"]
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(vocab_size=tokenizer.vocab_size, layers=1, embed_dim=8, hidden_dim=8,
+                              dropout=0.0)).eval()
+    line = ("the moon rises 床前明月光 " * 10_000)[:200_000]
+    (score,) = score_sentences(model, tokenizer, [line])
+    assert score.num_tokens == len(tokenizer.normalize(line)) + 1
+    assert math.isfinite(score.logprob)
+    assert np.isfinite(score.perplexity)
