@@ -74,6 +74,13 @@ def _line_of_offset(path: Path, offset: int) -> int:
     return line
 
 
+def _where_nul(path: Path, raw: bytes, consumed: int, encoding: str) -> str:
+    if codecs.lookup(encoding).name in ("utf-8", "ascii", "latin-1"):
+        offset = consumed + raw.find(b"\x00")
+        return f"byte {offset} (line {_line_of_offset(path, offset)})"
+    return "a block near byte " + str(consumed)
+
+
 def iter_chunks(path: str | Path, encoding: str = "utf-8", errors: str = "strict", *,
                 chunk_bytes: int = CHUNK_BYTES, on_bytes: Callable[[bytes], None] | None = None
                 ) -> Iterator[str]:
@@ -113,6 +120,12 @@ def iter_chunks(path: str | Path, encoding: str = "utf-8", errors: str = "strict
                     raise LmcliError(
                         f"{path}: not valid {encoding} at {where}: {error.reason}; "
                         "pass --encoding ENCODING or --errors replace") from None
+                if "\x00" in text:  # valid in any Unicode encoding, but a sign of a binary file
+                    if errors == "strict":
+                        raise LmcliError(f"{path}: a NUL byte at {_where_nul(path, raw, consumed, encoding)}: "
+                                         "this looks like a binary file, not text; pass --errors "
+                                         "replace (or ignore) to read it anyway")
+                    text = text.replace("\x00", "\ufffd" if errors == "replace" else "")
                 consumed += len(raw)
                 text = carry + text if carry else text
                 if not raw:

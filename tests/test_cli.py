@@ -142,6 +142,19 @@ def test_non_utf8_corpus_says_where(tmp_path: Path) -> None:
     assert_one_line_error(run("train", bad), "latin1.txt", "byte 13", "line 2", "--encoding")
 
 
+def test_nul_bytes_say_where_and_errors_replace_reads_on(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"first line of text\n" * 50 + b"second \x00\x01\x02 line\n" + b"more text\n" * 50)
+    assert_one_line_error(run("train", binary), "binary.txt", "byte 957", "line 51", "NUL", "--errors replace")
+    assert not (Path("checkpoints").exists() and any(Path("checkpoints").iterdir()))
+    result = run("train", binary, "--errors", "replace", "--min-freq", "1", "--max-steps", "1",
+                 "--batch-size", "2", "--seq-len", "8", "--no-sample", "-o", "run")
+    assert result.exit_code == 0, result.stderr
+    from lmcli import checkpoint as ckpt
+    tokens = ckpt.load(Path("run") / "best.pt").tokenizer.tokens
+    assert "\ufffd" in tokens and "\x00" not in tokens
+
+
 def test_corpus_shorter_than_one_batch(tmp_path: Path) -> None:
     tiny = tmp_path / "tiny.txt"
     tiny.write_text("a b\n", encoding="utf-8")
