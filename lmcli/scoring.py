@@ -76,11 +76,19 @@ def _score_batch(model: RNNLM, batch: list[Ids], eos: bool, device: torch.device
     for row, ids in enumerate(batch):
         inputs[row, 1:len(ids) + 1] = ids
         targets[row, :len(ids)] = ids
-    features, _, _ = model.hidden_features(torch.from_numpy(inputs).to(device))
-    # Token log-probabilities in float32, as precise as the float32 logits they come from
-    # (about 1e-6 relative); sentence and corpus sums are then taken in float64.
-    logprobs = model.target_log_probs(features, torch.from_numpy(targets).to(device))
-    rows = logprobs.double().cpu().numpy()
+    inputs_t = torch.from_numpy(inputs).to(device)
+    targets_t = torch.from_numpy(targets).to(device)
+    # A very long sentence (a 50 MB line) is run in slices of the time axis with the state
+    # carried between them: the same numbers, in memory bounded by the logit budget.
+    step = max(1, LOGIT_BUDGET // (len(batch) * model.config.vocab_size))
+    state = None
+    parts = []
+    for start in range(0, width, step):
+        features, state, _ = model.hidden_features(inputs_t[:, start:start + step], state)
+        # Token log-probabilities in float32, as precise as the float32 logits they come
+        # from (about 1e-6 relative); sentence and corpus sums are then taken in float64.
+        parts.append(model.target_log_probs(features, targets_t[:, start:start + step]).double().cpu())
+    rows = torch.cat(parts, dim=1).numpy()
     return [rows[r, : n if eos else n - 1] for r, n in enumerate(lengths)]
 
 

@@ -160,3 +160,18 @@ def test_scoring_streams_instead_of_reading_everything_first() -> None:
     first = next(results)
     assert first.num_tokens == 7
     assert consumed["n"] <= 101  # one group read, not the whole (endless) input
+
+
+def test_a_long_sentence_is_scored_in_slices_with_the_same_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past the logit budget a sentence runs in slices of its time axis, the state carried:
+    the scores are those of one pass."""
+    import lmcli.scoring as scoring
+
+    tokenizer = tokenizer_for("char")
+    model = model_for(tokenizer, "lstm")
+    sentence = "the moon rises over the deep sea and a bird sings " * 4
+    whole = next(iter(score_sentences(model, tokenizer, [sentence], per_token=True)))
+    monkeypatch.setattr(scoring, "LOGIT_BUDGET", 7 * tokenizer.vocab_size)  # slices of 7 steps
+    sliced = next(iter(score_sentences(model, tokenizer, [sentence, "a sea"], per_token=True)))
+    assert len(sentence) > 7 * 20
+    assert sliced.token_logprobs == pytest.approx(whole.token_logprobs, abs=1e-5)
