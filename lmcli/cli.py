@@ -183,7 +183,8 @@ def train(
                                                "--valid-fraction of the corpus.",
                                                rich_help_panel=_DATA, show_default=False)] = None,
     valid_fraction: Annotated[float | None, typer.Option(help="Share of corpus lines held out "
-                                                         "for validation (0 = none). (default: 0.05)",
+                                                         "for validation (0 = none), at most 20,000 "
+                                                         "lines. (default: 0.05)",
                                                          rich_help_panel=_DATA, show_default=False)] = None,
     encoding: Annotated[str | None, typer.Option(help="Text encoding of the files. (default: utf-8)",
                                                  rich_help_panel=_DATA, show_default=False)] = None,

@@ -80,6 +80,12 @@ def test_held_out_lines_are_contiguous_tails_spread_over_the_corpus(num_lines: i
         assert mask[: num_lines // 2].any() and mask[num_lines // 2:].any()
 
 
+def test_held_out_lines_are_capped_for_huge_corpora() -> None:
+    held = HeldOut.fraction(10_000_000, 0.05)  # 500,000 lines would make validation crawl
+    assert held.mask(0, 10_000_000).sum() == 20_000 and len(held.ranges) == 10
+    assert HeldOut.fraction(1000, 0.5, cap=7).mask(0, 1000).sum() == 7
+
+
 def test_held_out_edge_cases() -> None:
     assert not HeldOut.fraction(100, 0.0)
     assert not HeldOut.fraction(1, 0.5)
