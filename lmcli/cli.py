@@ -277,7 +277,8 @@ def train(
                                                    "validation stalls. (default: 0.5 adam, 0.25 sgd)",
                                                    rich_help_panel=_TRAIN, show_default=False)] = None,
     patience: Annotated[int | None, typer.Option(help="Stop after this many validations in a "
-                                                 "row without improvement. (default: 5)",
+                                                 "row without improvement. (default: 5 with "
+                                                 "plateau decay; off with cosine decay)",
                                                  rich_help_panel=_TRAIN, show_default=False)] = None,
     lr_patience: Annotated[int | None, typer.Option(help="Decay the learning rate after this "
                                                     "many validations in a row without "

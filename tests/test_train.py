@@ -193,3 +193,11 @@ def test_validation_loss_is_what_eval_reports_for_the_same_text(tmp_path: Path) 
     checkpoint = ckpt.load(finished.best_path)
     result = evaluate_file(checkpoint.build_model(), checkpoint.tokenizer, TextFiles.of([valid]))
     assert result.cross_entropy == pytest.approx(finished.best_valid_loss, rel=1e-6)
+
+
+def test_early_stopping_defaults_follow_the_schedule() -> None:
+    """Plateau decay stops after 5 stalled validations; a cosine schedule runs to its budget
+    (its last, low-rate steps are where it gains), unless --patience is given."""
+    assert TrainConfig().resolved().patience == 5
+    assert TrainConfig(lr_schedule="cosine", max_steps=10).resolved().patience is None
+    assert TrainConfig(lr_schedule="cosine", max_steps=10, patience=3).resolved().patience == 3
