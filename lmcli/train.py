@@ -646,11 +646,7 @@ class Trainer:
                 self._set_lr(self._scheduled_lr(session_seconds()))
                 with autocast(self.device, self.amp):
                     features, hidden, activations = model.hidden_features(inputs, self.hidden)
-                    logprobs = model.target_log_probs(features, targets)  # (batch, time)
-                    if sentences:  # padding scores 0; the mean is over real targets
-                        loss = -logprobs.sum() / (targets != PAD_TARGET).sum().clamp(min=1)
-                    else:
-                        loss = -logprobs.mean()
+                    loss = model.mean_loss(features, targets, PAD_TARGET)  # padding left out
                     penalty = activation_penalty(activations, targets != PAD_TARGET if sentences else None,
                                                  config.ar, config.tar)
                 self.optimizer.zero_grad(set_to_none=True)

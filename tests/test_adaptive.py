@@ -212,3 +212,18 @@ def test_flops_per_token_by_hand_and_the_gpu_peak_table() -> None:
     assert gpu_peak("NVIDIA A100-SXM4-80GB", amp=True) == 312.0e12
     assert gpu_peak("Some Future GPU", amp=True) is None
     assert peak_flops(torch.device("cpu"), amp=True) is None
+
+
+@pytest.mark.parametrize("softmax", ["full", "adaptive"])
+def test_the_training_loss_is_the_mean_over_real_targets(softmax: str) -> None:
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(vocab_size=V, layers=1, embed_dim=8, hidden_dim=16, softmax=softmax,
+                              cutoffs=[6, 20] if softmax == "adaptive" else None))
+    tokens = torch.randint(0, V, (3, 9))
+    targets = torch.randint(0, V, (3, 9))
+    targets[1, 4:] = -100
+    features, _, _ = model.hidden_features(tokens)
+    picked = torch.log_softmax(model.logits(features).float(), -1).gather(-1, targets.clamp(min=0)[..., None])[..., 0]
+    real = targets != -100
+    expected = -(picked * real).sum() / real.sum()
+    torch.testing.assert_close(model.mean_loss(features, targets), expected, atol=1e-5, rtol=1e-5)

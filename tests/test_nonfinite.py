@@ -19,17 +19,16 @@ from lmcli.train import MAX_BAD_STEPS, Note, RunRequest, TrainConfig, start_run
 def poison(monkeypatch: pytest.MonkeyPatch, bad_steps: set[int]) -> list[int]:
     """Training steps (counted from 1) in ``bad_steps`` get a NaN loss; validation is untouched."""
     calls: list[int] = []
-    original = RNNLM.target_log_probs
+    original = RNNLM.mean_loss
 
-    def patched(self, features, targets):
-        result = original(self, features, targets)
-        if self.training:
-            calls.append(1)
-            if len(calls) in bad_steps:
-                return result * float("nan")
+    def patched(self, features, targets, ignore_index=-100):
+        result = original(self, features, targets, ignore_index)
+        calls.append(1)
+        if len(calls) in bad_steps:
+            return result * float("nan")
         return result
 
-    monkeypatch.setattr(RNNLM, "target_log_probs", patched)
+    monkeypatch.setattr(RNNLM, "mean_loss", patched)
     return calls
 
 
