@@ -18,6 +18,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import click
 import typer
 
 from lmcli import __version__
@@ -60,11 +61,21 @@ def friendly_errors(command: F) -> F:
         except KeyboardInterrupt:
             ui.error("interrupted")
             raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.ClickException,
+                click.exceptions.Abort):
+            raise
         except BrokenPipeError:
             # `lmcli score ... | head`: the reader left; that is not an error. Point stdout at
             # /dev/null so the interpreter's final flush does not complain either.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
+        except Exception as exc:  # a bug or a failure nobody foresaw: still one line
+            if os.environ.get("LMCLI_DEBUG"):
+                raise
+            first = (str(exc).strip().splitlines() or [""])[0]
+            ui.error(f"unexpected {type(exc).__name__}: {first} (this is a bug in lmcli or its "
+                     "libraries; LMCLI_DEBUG=1 shows the traceback)")
+            raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
 

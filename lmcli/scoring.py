@@ -25,6 +25,8 @@ LN10 = math.log(10.0)
 LN2 = math.log(2.0)
 # Budget for one batch's logits (floats): keeps memory bounded on large vocabularies.
 LOGIT_BUDGET = 1 << 25
+# Time steps per forward call at most: the fused RNN kernels refuse sequences of millions.
+MAX_SLICE = 4096
 
 
 @dataclass
@@ -80,7 +82,7 @@ def _score_batch(model: RNNLM, batch: list[Ids], eos: bool, device: torch.device
     targets_t = torch.from_numpy(targets).to(device)
     # A very long sentence (a 50 MB line) is run in slices of the time axis with the state
     # carried between them: the same numbers, in memory bounded by the logit budget.
-    step = max(1, LOGIT_BUDGET // (len(batch) * model.config.vocab_size))
+    step = max(1, min(MAX_SLICE, LOGIT_BUDGET // (len(batch) * model.config.vocab_size)))
     state = None
     parts = []
     for start in range(0, width, step):

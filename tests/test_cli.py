@@ -251,7 +251,10 @@ def test_recipe_follows_the_budget_and_flags_override_it(monkeypatch: pytest.Mon
     assert small["recipe"] == "small"
     assert {k: small[k] for k in recipes.RECIPES["word"]["small"]} == recipes.RECIPES["word"]["small"]
     assert pick({"level": "word"}, use_default_corpus=False)["recipe"] == "small"
-    assert pick({"level": "word", "time_limit": 3600.0}, use_default_corpus=False)["recipe"] == "small"
+    assert pick({"level": "word", "time_limit": 1500.0}, use_default_corpus=False)["recipe"] == "small"
+    assert pick({"level": "word", "time_limit": 1800.0}, use_default_corpus=False)["recipe"] == "medium"
+    assert pick({"level": "bpe", "time_limit": 1800.0}, use_default_corpus=False)["recipe"] == "medium"
+    assert pick({"level": "char", "time_limit": 3600.0}, use_default_corpus=False)["recipe"] == "small"
     assert pick({"level": "word", "device": "cuda"}, use_default_corpus=False)["recipe"] == "large"
     assert pick({"level": "word", "time_limit": 5 * 3600.0}, use_default_corpus=False)["recipe"] == "medium"
     mine = pick({"level": "char", "recipe": "large", "hidden_dim": 64, "lr": 0.01}, use_default_corpus=False)
@@ -265,3 +268,16 @@ def test_recipe_follows_the_budget_and_flags_override_it(monkeypatch: pytest.Mon
             request.train.resolved()
             from lmcli.model import ModelConfig
             ModelConfig(vocab_size=10, cell=request.model.pop("cell"), **request.model).validate()
+
+
+def test_an_unforeseen_failure_is_one_line_not_a_traceback(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import lmcli.scoring
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("could not create a primitive\nmore detail")
+
+    monkeypatch.setattr(lmcli.scoring, "score_ids", broken)
+    monkeypatch.delenv("LMCLI_DEBUG", raising=False)
+    result = run("score", "-c", trained_run, "the cat sees the moon")
+    assert_one_line_error(result, "unexpected RuntimeError: could not create a primitive", "LMCLI_DEBUG=1")
+    assert result.exit_code == 1
