@@ -111,7 +111,9 @@ def main() -> None:
         for summary in summaries:
             rows.append((summary["benchmark"], summary.get("reference") or "-", ratio_cell(summary),
                          absolute_cell(summary)))
-    invoked = shlex.join(["python", "benchmarks/run_all.py", *sys.argv[1:]])
+    threads = os.environ.get("OMP_NUM_THREADS")
+    invoked = shlex.join([*([f"OMP_NUM_THREADS={threads}"] if threads else []),
+                          "python", "benchmarks/run_all.py", *sys.argv[1:]])
     lines = [
         "# Speed benchmarks",
         "",

@@ -43,6 +43,26 @@ LMCLI_COMPONENTS: dict[str, list[str]] = {
     # the minutes are in the name and override --minutes).
     "lmcli-word-small-30m": ["--level", "word", "--min-freq", "1", "--recipe", "small"],
     "lmcli-word-medium-30m": ["--level", "word", "--min-freq", "1", "--recipe", "medium"],
+    # Adaptive softmax candidates (the 10k softmax was most of a step); spelled out, so
+    # they stay what was measured when the recipes change.
+    "lmcli-word-adaptive": ["--level", "word", "--min-freq", "1", "--recipe", "small",
+                            "--softmax", "adaptive", "--cutoffs", "2000",
+                            "--embed-dim", "200", "--hidden-dim", "200", "--dropout", "0.2"],
+    "lmcli-word-adaptive-1k4k": ["--level", "word", "--min-freq", "1", "--recipe", "small",
+                                 "--softmax", "adaptive", "--cutoffs", "1000,4000",
+                                 "--embed-dim", "200", "--hidden-dim", "200", "--dropout", "0.2"],
+    "lmcli-word-adaptive-300": ["--level", "word", "--min-freq", "1", "--recipe", "small",
+                                "--softmax", "adaptive", "--cutoffs", "1000,4000",
+                                "--embed-dim", "300", "--hidden-dim", "300", "--dropout", "0.3"],
+    "lmcli-word-adaptive-400": ["--level", "word", "--min-freq", "1", "--recipe", "small",
+                                "--softmax", "adaptive", "--cutoffs", "1000,4000",
+                                "--embed-dim", "400", "--hidden-dim", "400", "--dropout", "0.4"],
+    "lmcli-word-adaptive-300-30m": ["--level", "word", "--min-freq", "1", "--recipe", "small",
+                                    "--softmax", "adaptive", "--cutoffs", "1000,4000",
+                                    "--embed-dim", "300", "--hidden-dim", "300", "--dropout", "0.3"],
+    "lmcli-word-adaptive-400-30m": ["--level", "word", "--min-freq", "1", "--recipe", "small",
+                                    "--softmax", "adaptive", "--cutoffs", "1000,4000",
+                                    "--embed-dim", "400", "--hidden-dim", "400", "--dropout", "0.4"],
 }
 DEFAULT_COMPONENTS = ["kn5", "baseline-word", "lmcli-word", "plain-char", "lmcli-char"]
 
