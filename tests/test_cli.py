@@ -281,3 +281,22 @@ def test_an_unforeseen_failure_is_one_line_not_a_traceback(trained_run: Path, mo
     result = run("score", "-c", trained_run, "the cat sees the moon")
     assert_one_line_error(result, "unexpected RuntimeError: could not create a primitive", "LMCLI_DEBUG=1")
     assert result.exit_code == 1
+
+
+def test_a_single_line_of_50_mb_trains(tmp_path: Path) -> None:
+    """One 50 MB line among short ones: read, encoded and trained on without trouble (the
+    held-out lines validate; the long line is training text)."""
+    corpus = tmp_path / "long.txt"
+    unit = "the moon rises over the sea 床前明月光 "
+    with corpus.open("w", encoding="utf-8") as handle:
+        handle.writelines(f"a short line number {i}\n" for i in range(60))
+        handle.write(unit * (50_000_000 // len(unit.encode("utf-8"))) + "\n")
+        handle.writelines(f"another short line {i}\n" for i in range(60))
+    assert corpus.stat().st_size > 50_000_000
+    result = run("train", corpus, "--level", "char", "--max-steps", "2", "--batch-size", "4",
+                 "--seq-len", "16", "--hidden-dim", "16", "--embed-dim", "8", "--layers", "1",
+                 "--no-sample", "--json", "-o", "run")
+    assert result.exit_code == 0, result.stderr
+    finished = json_lines(result.stdout)[-1]
+    assert finished["event"] == "finished" and finished["step"] == 2
+    assert math.isfinite(finished["best_valid_loss"])
