@@ -62,24 +62,30 @@ def hand_loop(args: argparse.Namespace) -> float:
     lanes = tokens[: len(tokens) // args.batch_size * args.batch_size].view(args.batch_size, -1)
     hidden = None
     steps = 0
-    start = None
-    for i in range(0, lanes.shape[1] - 1 - args.seq_len, args.seq_len):
-        if steps == args.warmup:
-            start = time.perf_counter()
-        x = lanes[:, i:i + args.seq_len]
-        y = lanes[:, i + 1:i + 1 + args.seq_len]
-        logits, hidden = model(x, hidden)
-        hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
-        loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        steps += 1
-        if steps == args.warmup + args.steps:
-            break
+    start = time.perf_counter()
+    windows = range(0, lanes.shape[1] - 1 - args.seq_len, args.seq_len)
+    assert len(windows) > 0, "corpus too short for one window"
+    # Epoch after epoch until warm-up + timed steps are done, as `lmcli train --max-steps`
+    # does (a short corpus used to end the loop early while the rate still divided by
+    # all the steps asked for).
+    while steps < args.warmup + args.steps:
+        for i in windows:
+            if steps == args.warmup:
+                start = time.perf_counter()
+            x = lanes[:, i:i + args.seq_len]
+            y = lanes[:, i + 1:i + 1 + args.seq_len]
+            logits, hidden = model(x, hidden)
+            hidden = tuple(h.detach() for h in hidden) if isinstance(hidden, tuple) else hidden.detach()
+            loss = F.cross_entropy(logits.reshape(-1, vocab), y.reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            steps += 1
+            if steps == args.warmup + args.steps:
+                break
+        hidden = None  # a new epoch starts from a zero state, as in lmcli
     loss.item()
-    assert start is not None, "corpus too short for the requested steps"
     return args.steps * args.batch_size * args.seq_len / (time.perf_counter() - start)
 
 
@@ -94,7 +100,9 @@ def lmcli_run(args: argparse.Namespace) -> tuple[float, float]:
                    "--lr", "2e-3", "--clip", "1.0", "--device", "cpu", "-o", f"{out}/run",
                    # like for like with the hand loop: Adam, fp32, no extra regularisers
                    "--optimizer", "adam", "--lr-schedule", "plateau", "--warmup", "0",
-                   "--dropout-embed", "0", "--weight-drop", "0", "--no-amp"]
+                   "--dropout-embed", "0", "--weight-drop", "0", "--no-amp",
+                   # and the same output layer (the word recipes pick an adaptive softmax)
+                   "--softmax", "full"]
         if args.min_freq is not None:
             command += ["--min-freq", str(args.min_freq)]
         if args.vocab_size is not None:
