@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import platform
@@ -40,20 +41,17 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The machine line, from the same facts the quality benchmark records, plus the GPU."""
+    spec = importlib.util.spec_from_file_location("quality_run", HERE / "quality" / "run.py")
+    assert spec is not None and spec.loader is not None
+    quality = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(quality)
+    facts = quality.machine()
     import torch
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"{cpu}, {cores} cores, {gpu}; torch {torch.__version__}, "
-            f"Python {platform.python_version()}, {platform.system()} {platform.release()}")
+    return (f"{facts['cpu']}, {facts['cores']} cores, {gpu}; torch {facts['torch']}, "
+            f"Python {facts['python']}, {platform.system()} {platform.release()}")
 
 
 def run(name: str, quick: bool) -> tuple[list[str], str, list[dict]]:

@@ -379,20 +379,23 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
               "held_out": held_out.ranges, "encoding": config.encoding, "errors": config.errors}
     vocab_key = fingerprint(CACHE_VERSION, source, config.level, config.vocab_size,
                             config.min_freq, config.lowercase)
+    def blocks() -> tuple[Iterator[list[str]], Iterator[list[str]] | None]:
+        """A fresh pass over the (training, validation) lines; validation may be None."""
+        valid_blocks = (valid_files.line_blocks() if valid_files is not None
+                        else _split_blocks(files, held_out, True) if held_out else None)
+        return _split_blocks(files, held_out, False, progress), valid_blocks
+
     if tokenizer is None and cache is not None:
         tokenizer = cache.load_tokenizer(vocab_key)
     if tokenizer is None:
         emit("phase", {"name": "building vocabulary", "total_bytes": total})
         tokenizer = build_tokenizer(
-            config.level,
-            ("\n".join(lines) + "\n" for lines in _split_blocks(files, held_out, False, progress)),
+            config.level, ("\n".join(lines) + "\n" for lines in blocks()[0]),
             vocab_size=config.vocab_size, min_freq=config.min_freq, lowercase=config.lowercase)
         if cache is not None:
             cache.store_tokenizer(vocab_key, tokenizer)
 
-    train_blocks = _split_blocks(files, held_out, False, progress)
-    valid_blocks = (valid_files.line_blocks() if valid_files is not None
-                    else _split_blocks(files, held_out, True) if held_out else None)
+    train_blocks, valid_blocks = blocks()
     streams_key = fingerprint(CACHE_VERSION, source, tokenizer_fingerprint(tokenizer))
     cached = cache.load_streams(streams_key) if cache is not None else None
     if cached is not None:
@@ -407,9 +410,7 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
             except OSError as error:  # full disk, read-only folder: encode in memory instead
                 emit("warning", {"message": f"token cache not written ({error}); encoding in memory"})
                 emit("phase", {"name": "encoding", "total_bytes": total})
-                train_blocks = _split_blocks(files, held_out, False, progress)
-                valid_blocks = (valid_files.line_blocks() if valid_files is not None
-                                else _split_blocks(files, held_out, True) if held_out else None)
+                train_blocks, valid_blocks = blocks()
         if streams is None:
             streams = (encode_stream(tokenizer, train_blocks),
                        encode_stream(tokenizer, valid_blocks) if valid_blocks is not None else None)

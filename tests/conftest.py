@@ -21,6 +21,18 @@ VERBS = ["sees", "likes", "finds", "follows", "hears", "wants"]
 OBJECTS = ["the moon", "a river", "the tree", "some bread", "the sea", "a song"]
 
 
+def sharpen_outputs(model: torch.nn.Module, scale: float) -> None:
+    """Untrained output layers give nearly uniform distributions, which hide mistakes:
+    scale the output weights (every linear layer of an adaptive softmax too) and draw
+    random biases."""
+    with torch.no_grad():
+        for layer in model.decoder.modules():
+            if isinstance(layer, torch.nn.Linear):
+                layer.weight.mul_(scale)
+                if layer.bias is not None:
+                    layer.bias.normal_(0, 1.0)
+
+
 def english_lines(n: int, seed: int = 0) -> list[str]:
     rng = random.Random(seed)
     return [f"{rng.choice(SUBJECTS)} {rng.choice(VERBS)} {rng.choice(OBJECTS)} ."

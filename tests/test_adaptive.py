@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from lmcli import checkpoint as ckpt
 from lmcli.cli import app
+from conftest import sharpen_outputs
 from lmcli.data import DataConfig
 from lmcli.errors import UsageError
 from lmcli.model import AdaptiveSoftmax, ModelConfig, RNNLM, default_cutoffs
@@ -34,12 +35,7 @@ def adaptive_model(seed: int = 0, cutoffs: list[int] | None = None) -> RNNLM:
     config = ModelConfig(vocab_size=V, layers=1, embed_dim=8, hidden_dim=16, dropout=0.0,
                          softmax="adaptive", cutoffs=cutoffs or [6, 20], adaptive_div=2.0)
     model = RNNLM(config).eval()
-    with torch.no_grad():  # sharper than the initialisation, so mistakes show
-        for layer in model.decoder.modules():
-            if isinstance(layer, torch.nn.Linear):
-                layer.weight.mul_(6.0)
-                if layer.bias is not None:
-                    layer.bias.normal_(0, 1.0)
+    sharpen_outputs(model, 6.0)
     return model
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import sharpen_outputs
 from lmcli.data import TextFiles
 from lmcli.model import RNNLM, ModelConfig
 from lmcli.scoring import evaluate_file, score_sentences
@@ -25,12 +26,7 @@ def model_for(tokenizer, cell: str = "lstm", seed: int = 0, softmax: str = "full
     config = ModelConfig(vocab_size=tokenizer.vocab_size, cell=cell, layers=2, embed_dim=8,
                          hidden_dim=12, dropout=0.0, softmax=softmax, cutoffs=cutoffs)
     model = RNNLM(config).eval()
-    with torch.no_grad():  # untrained outputs are nearly uniform: sharpen them a little
-        for layer in model.decoder.modules():
-            if isinstance(layer, torch.nn.Linear):
-                layer.weight.mul_(8.0)
-                if layer.bias is not None:
-                    layer.bias.normal_(0, 1.0)
+    sharpen_outputs(model, 8.0)
     return model
 
 
