@@ -49,6 +49,13 @@ _WORD = re.compile(r"[^ \t\n\r\v\f]+")
 # Literal unknown-word markers (Penn Treebank style) read as <UNK> at word level.
 UNKNOWN_WORD_MARKERS = frozenset({"<unk>", "<UNK>"})
 _MAX_CODE_POINT = 0x110000
+# A lone surrogate (a command-line argument Python could not decode holds them) has no
+# UTF-8 form, and sentencepiece takes UTF-8: it reads as U+FFFD there, which is <UNK>.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
+def _utf8_safe(text: str) -> str:
+    return _SURROGATES.sub("\ufffd", text)
 
 
 def normalize_line(line: str, lowercase: bool) -> str:
@@ -220,15 +227,15 @@ class SentencePieceTokenizer(Tokenizer):
         super().__init__(tokens, lowercase)
 
     def encode(self, text: str) -> list[int]:
-        return self._processor.encode(text)
+        return self._processor.encode(_utf8_safe(text))
 
     def surface(self, text: str) -> list[str]:
         # As strings, sentencepiece spells an unknown piece as the text it covers.
         return [piece.replace("\u2581", " ")
-                for piece in self._processor.encode(self.normalize(text), out_type=str)]
+                for piece in self._processor.encode(_utf8_safe(self.normalize(text)), out_type=str)]
 
     def encode_lines(self, lines: Iterable[str]) -> np.ndarray:
-        texts = [text for text in map(self.normalize, lines) if text]
+        texts = [_utf8_safe(text) for text in map(self.normalize, lines) if text]
         if not texts:
             return np.zeros(0, dtype=array_dtype(self.vocab_size))
         encoded = self._processor.encode(texts)

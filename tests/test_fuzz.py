@@ -55,6 +55,19 @@ def test_any_text_encodes_to_valid_ids_and_both_encoders_agree(level: str, text:
     assert (again.encode(normal) if normal else []) == ids
 
 
+@pytest.mark.parametrize("level", list(TOKENIZERS))
+def test_a_lone_surrogate_is_unknown_text_not_a_crash(level: str) -> None:
+    """What Python makes of an undecodable byte in a command-line argument ('\\xff' becomes
+    '\\udcff'); sentencepiece takes UTF-8, which has no form for it (hypothesis found it)."""
+    tokenizer = TOKENIZERS[level]
+    for text in ["\ud800", "the moon \udcff rises"]:
+        ids = tokenizer.encode(text)
+        assert ids and all(0 <= i < tokenizer.vocab_size for i in ids)
+        assert tokenizer.encode_lines([text]).tolist() == ids + [EOS_ID]
+    if level in ("bpe", "unigram"):
+        assert tokenizer.encode("the moon \udcff rises") == tokenizer.encode("the moon \ufffd rises")
+
+
 @FUZZ
 @given(words=st.lists(st.sampled_from(TOKENIZERS["word"].tokens[2:]), min_size=1, max_size=30))
 def test_word_round_trip(words: list[str]) -> None:
