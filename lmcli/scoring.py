@@ -150,16 +150,26 @@ def sentence_loss(model: RNNLM, tokens: np.ndarray, *, batch_size: int = 64,
     stream, each scored from an empty context: the perplexity ``lmcli eval`` reports for
     the same text. Validation during training uses it, so the best checkpoint is the
     best at what ``score`` and ``eval`` compute."""
+    total, count = sentence_loss_sums(model, tokens, batch_size=batch_size, group_size=group_size)
+    return total / max(count, 1)
+
+
+def sentence_loss_sums(model: RNNLM, tokens: np.ndarray, *, batch_size: int = 64,
+                       group_size: int = 4096, part: tuple[int, int] = (0, 1)) -> tuple[float, int]:
+    """(negative log-probability summed over the tokens, token count) of the sentences of
+    a token stream; with ``part = (k, n)`` only every n-th sentence from the k-th (the
+    share of data-parallel rank k of n: the parts' sums add up to the whole)."""
     ends = np.flatnonzero(tokens == EOS_ID)
     starts = np.concatenate([[0], ends[:-1] + 1]) if len(ends) else np.zeros(0, dtype=np.int64)
     sentences = [tokens[a:b] for a, b in zip(starts, ends) if not (a == 0 and b == 0)]
+    sentences = sentences[part[0]::part[1]]
     total = 0.0
     count = 0
     for first in range(0, len(sentences), group_size):
         for logprobs in score_ids(model, sentences[first:first + group_size], batch_size=batch_size):
             total += float(logprobs.sum())
             count += len(logprobs)
-    return -total / max(count, 1)
+    return -total, count
 
 
 # ----------------------------------------------------------------------------- evaluation
