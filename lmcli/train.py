@@ -29,14 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
 from lmcli import checkpoint as ckpt
+from lmcli import distributed
+from lmcli.distributed import SINGLE, SYNC_EVERY, World
 from lmcli.data import PAD_TARGET, BpttBatches, CorpusData, DataConfig, DataEvent, SentenceBatches, load_corpus
 from lmcli.devices import (amp_dtype, autocast, cpu_has_bf16, describe, native_bf16, peak_flops,
                            resolve_device)
 from lmcli.errors import LmcliError, UsageError
 from lmcli.model import RNNLM, Activations, ModelConfig, State, detach_state
 from lmcli.runlock import RunLock
-from lmcli.scoring import sentence_loss
+from lmcli.scoring import sentence_loss_sums
 from lmcli.tokencache import cache_for_run
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "ntasgd")
@@ -382,22 +387,50 @@ def activation_penalty(activations: Activations, mask: torch.Tensor | None, ar: 
 # ----------------------------------------------------------------------------- training
 
 
+class _TrainStep(nn.Module):
+    """A training forward pass (features, loss, AR/TAR) as a module of its own, so that
+    DistributedDataParallel can wrap it: DDP prepares its gradient all-reduce in the
+    forward of the module it wraps, and the language model's own forward returns logits."""
+
+    def __init__(self, model: RNNLM, ar: float, tar: float, sentences: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.ar, self.tar, self.sentences = ar, tar, sentences
+
+    def forward(self, inputs: torch.Tensor, state: State, targets: torch.Tensor,
+                normalizer: float | None = None) -> tuple[torch.Tensor, torch.Tensor, State]:
+        features, new_state, activations = self.model.hidden_features(inputs, state)
+        loss = self.model.mean_loss(features, targets, PAD_TARGET, normalizer)  # padding left out
+        # AR/TAR average over this rank's lanes; DDP's gradient average makes that the
+        # global batch's mean (exactly so for streamed text, where every rank scores as
+        # many targets).
+        penalty = activation_penalty(activations, targets != PAD_TARGET if self.sentences else None,
+                                     self.ar, self.tar)
+        return (loss if penalty is None else loss + penalty), loss, new_state
+
+
 class Trainer:
-    """One training run over prepared data; :func:`start_run` and :func:`resume_run` set it up."""
+    """One training run over prepared data; :func:`start_run` and :func:`resume_run` set it up.
+
+    Under torchrun (``world`` of several processes) each rank trains its share of the
+    batch lanes through DistributedDataParallel; see :mod:`lmcli.distributed`."""
 
     def __init__(self, data: CorpusData, model_config: ModelConfig, config: TrainConfig,
                  out_dir: Path, data_config: dict[str, Any], *,
                  on_event: Callable[[Event], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
-                 resume_from: ckpt.Checkpoint | None = None) -> None:
+                 resume_from: ckpt.Checkpoint | None = None, world: World = SINGLE) -> None:
+        self.world = world
         self.data = data
         self.config = config.resolved()
         self.model_config = model_config.validate()
         self.data_config = data_config
         self.out_dir = Path(out_dir)
-        self.emit = on_event or (lambda event: None)
+        # Events come from rank 0 alone: the others train in silence.
+        self.emit = (on_event if world.main else None) or (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
-        self.device = resolve_device(self.config.device)
+        self.device = distributed.place(resolve_device(self.config.device), world)
+        check_world(self.config, world)
         self.amp = native_bf16(self.device) if self.config.amp is None else self.config.amp
         if self.config.amp and self.device.type == "cpu" and not cpu_has_bf16():
             self.emit(Note("--amp: this CPU has no native bf16 arithmetic; mixed precision may "
@@ -405,6 +438,8 @@ class Trainer:
 
         _seed_everything(self.config.seed)
         self.model = RNNLM(self.model_config).to(self.device)
+        if world.rank:
+            _seed_everything(self.config.seed + world.rank)  # own dropout masks per rank
         self.optimizer = _make_optimizer(self.model, self.config)
         use_scaler = self.amp and self.device.type == "cuda" and amp_dtype(self.device) == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
@@ -414,10 +449,19 @@ class Trainer:
                                            self.config.seed)
         else:
             self.batches = BpttBatches(data.train, self.config.batch_size, self.config.seq_len)
+        self.lanes = world.lanes(self.config.batch_size)  # this rank's rows of every window
+        step = _TrainStep(self.model, float(self.config.ar), float(self.config.tar),
+                          self.config.batching == "sentences")
+        # The weights start equal on every rank: DDP broadcasts rank 0's when it wraps. (The
+        # model has no buffers, so DDP has none to keep in sync.)
+        self.step_module: nn.Module = (DistributedDataParallel(
+            step, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if world.distributed else step)
         self.run = RunState(lr=float(self.config.lr))
         self.hidden: State | None = None
         self.average: list[torch.Tensor] | None = None  # NT-ASGD's running mean of the weights
         self._session_start = time.perf_counter()
+        self._agreed = (0.0, False)  # (session seconds, stop requested) as all ranks last agreed
         if resume_from is not None:
             self._restore(resume_from)
 
@@ -456,25 +500,15 @@ class Trainer:
                  **{k: None if isinstance(v, float) and not math.isfinite(v) else v
                     for k, v in entry.items()}}
         self.run.metrics.append(entry)
-        with open(self.out_dir / ckpt.METRICS, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry) + "\n")
+        if self.world.main:
+            with open(self.out_dir / ckpt.METRICS, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
 
     def _provenance(self) -> dict[str, Any]:
         return {**self.data.provenance(), "device": describe(self.device)}
 
-    def _payload(self, with_training_state: bool, valid_loss: float | None) -> dict[str, Any]:
-        training_state = None
-        if with_training_state:
-            run = asdict(self.run)
-            run.pop("metrics")
-            training_state = {
-                "run": run,
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
-                "hidden": list(self.hidden) if self.hidden is not None else None,
-                "average": self.average,
-                "rng": _capture_rng(),
-            }
+    def _payload(self, valid_loss: float | None, training_state: dict[str, Any] | None = None
+                 ) -> dict[str, Any]:
         return ckpt.make_payload(
             model=self.model, tokenizer=self.data.tokenizer, model_config=self.model_config,
             data_config=self.data_config, train_config=self.config.to_dict(),
@@ -483,10 +517,29 @@ class Trainer:
             training_state=training_state)
 
     def save_last(self) -> None:
-        ckpt.save(self._payload(True, self.run.best_loss), self.out_dir / ckpt.LAST)
+        """The resumable checkpoint, written by rank 0; every rank must call it (the state
+        of all batch lanes and every rank's random state are gathered)."""
+        world = self.world
+        hidden = ([world.gather_lanes(h) for h in self.hidden] if self.hidden is not None else None)
+        rngs = world.gather_objects(_capture_rng()) if world.distributed else None
+        if not world.main:
+            return
+        run = asdict(self.run)
+        run.pop("metrics")
+        training_state = {
+            "run": run,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
+            "hidden": hidden,
+            "average": self.average,
+            "rng": _capture_rng(),
+            "rng_ranks": rngs,  # one per rank under torchrun (None: one process)
+        }
+        ckpt.save(self._payload(self.run.best_loss, training_state), self.out_dir / ckpt.LAST)
 
     def save_best(self, valid_loss: float | None) -> None:
-        ckpt.save(self._payload(False, valid_loss), self.out_dir / ckpt.BEST)
+        if self.world.main:
+            ckpt.save(self._payload(valid_loss), self.out_dir / ckpt.BEST)
 
     def _restore(self, checkpoint: ckpt.Checkpoint) -> None:
         state = checkpoint.training_state
@@ -503,12 +556,23 @@ class Trainer:
         # metrics.jsonl may hold lines written after this checkpoint (a crash): rewrite it
         # from the checkpoint's own history so it never shows a step twice.
         lines = "".join(json.dumps(entry) + "\n" for entry in self.run.metrics)
-        ckpt.atomic_write(self.out_dir / ckpt.METRICS, lambda handle: handle.write(lines.encode()))
+        if self.world.main:
+            ckpt.atomic_write(self.out_dir / ckpt.METRICS, lambda handle: handle.write(lines.encode()))
         if state.get("average") is not None:
             self.average = [a.to(self.device) for a in state["average"]]
-        hidden = state.get("hidden")
-        self.hidden = tuple(h.to(self.device) for h in hidden) if hidden is not None else None
-        _restore_rng(state["rng"])
+        hidden = state.get("hidden")  # every lane's, whatever the world size that saved it
+        self.hidden = (tuple(h[:, self.lanes].contiguous().to(self.device) for h in hidden)
+                       if hidden is not None else None)
+        # Random state: each rank's own when the world size is the one that saved; a
+        # different world size keeps rank 0's and seeds the others afresh (dropout masks
+        # then differ from an unchanged run; nothing else does).
+        ranks = state.get("rng_ranks")
+        if ranks and len(ranks) == self.world.size:
+            _restore_rng(ranks[self.world.rank])
+        elif self.world.main:
+            _restore_rng(state["rng"])
+        else:
+            _seed_everything(self.config.seed + self.world.rank + 7919 * self.run.step)
 
     # -- the loop ---------------------------------------------------------------------
 
@@ -524,7 +588,11 @@ class Trainer:
             loss = run.valid_loss
         else:
             with self.averaged_weights():
-                loss = sentence_loss(self.model, self.data.valid, batch_size=max(64, self.config.batch_size))
+                total, count = sentence_loss_sums(self.model, self.data.valid,
+                                                  batch_size=max(64, self.config.batch_size),
+                                                  part=(self.world.rank, self.world.size))
+                total, count = self.world.all_sum([total, count], self.device)
+                loss = total / max(count, 1)
                 if not math.isfinite(loss):
                     raise LmcliError(f"training diverged at step {run.step} (validation loss is "
                                      f"{loss}); lower --lr or --clip. Checkpoints written before are kept")
@@ -600,7 +668,8 @@ class Trainer:
         """Train until a budget or early stopping ends the run; checkpoints on the way."""
         config, run, model = self.config, self.run, self.model
         flops_per_token = model.flops_per_token(tail_shares(self.data.train, self.model_config))
-        self.emit(Started(describe(self.device), model.num_parameters(), self.model_config.vocab_size,
+        where = describe(self.device) + (f", {self.world.describe()}" if self.world.distributed else "")
+        self.emit(Started(where, model.num_parameters(), self.model_config.vocab_size,
                           len(self.data.train), len(self.data.valid) if self.data.valid is not None else 0,
                           self.steps_per_epoch, self.total_steps, self.batches.tokens_per_window,
                           run.step, self.out_dir, flops_per_token))
@@ -625,38 +694,45 @@ class Trainer:
         def session_seconds() -> float:
             return time.perf_counter() - session_start
 
+        world = self.world
+        self._agreed = (0.0, False)
+
         sentences = isinstance(self.batches, SentenceBatches)
         reason = "completed"
         while config.epochs is None or run.epoch < config.epochs:
             if isinstance(self.batches, SentenceBatches):
                 self.batches.set_epoch(run.epoch)
             if self.hidden is None or run.window == 0:
-                self.hidden = model.initial_state(config.batch_size, self.device)
+                self.hidden = model.initial_state(self.lanes.stop - self.lanes.start, self.device)
             stop_reason = None
             for window in range(run.window, self.steps_per_epoch):
-                if self.should_stop():
+                if world.distributed and (run.step % SYNC_EVERY == 0 or window == run.window):
+                    self._agree(session_seconds())
+                if self._stop_requested():
                     stop_reason = "interrupted"
                     break
                 inputs, targets = self.batches.window(window)
-                # Counted on the host before the copy: no device sync.
+                # Counted on the host before the copy: no device sync. The global batch's
+                # count, so that tokens_seen and rates mean the same at any world size.
                 scored = int((targets != PAD_TARGET).sum()) if sentences else targets.numel()
+                normalizer = None
+                if world.distributed:
+                    inputs, targets = inputs[self.lanes].contiguous(), targets[self.lanes].contiguous()
+                    normalizer = max(scored, 1) / world.size
                 inputs, targets = to_device(inputs, self.device), to_device(targets, self.device)
                 if sentences and self.batches.starts_fresh(window):
                     self.hidden = model.initial_state(inputs.shape[0], self.device)
-                self._set_lr(self._scheduled_lr(session_seconds()))
+                self._set_lr(self._scheduled_lr(self._seconds(session_seconds)))
                 with autocast(self.device, self.amp):
-                    features, hidden, activations = model.hidden_features(inputs, self.hidden)
-                    loss = model.mean_loss(features, targets, PAD_TARGET)  # padding left out
-                    penalty = activation_penalty(activations, targets != PAD_TARGET if sentences else None,
-                                                 config.ar, config.tar)
+                    objective, loss, hidden = self.step_module(inputs, self.hidden, targets, normalizer)
                 self.optimizer.zero_grad(set_to_none=True)
-                objective = loss if penalty is None else loss + penalty
                 self.scaler.scale(objective).backward()
                 finite = torch.isfinite(objective.detach())
                 if config.clip:
                     self.scaler.unscale_(self.optimizer)
                     norm = torch.nn.utils.clip_grad_norm_(params, config.clip)
                     finite = finite & torch.isfinite(norm)
+                finite = world.all_true(finite)  # every rank skips, or none
                 self._skip_unless(finite)
                 self.scaler.step(self.optimizer)
                 self.scaler.update()
@@ -671,14 +747,14 @@ class Trainer:
                 run.tokens_seen += scored
                 run.elapsed = elapsed_before + session_seconds()
 
-                if time.perf_counter() - shown.time >= 0.5 or run.step == 1:
+                if world.main and (time.perf_counter() - shown.time >= 0.5 or run.step == 1):
                     loss_now, seconds, steps = meter.since(shown)
                     rate = (run.tokens_seen - shown.tokens) / max(seconds, 1e-9)
                     report_skipped()
                     self.emit(self._progress(loss_now, rate, session_seconds()))
                     shown = meter.mark()
                 if run.step % LOG_EVERY == 0:
-                    loss_now, _, _ = meter.since(logged)
+                    loss_now = self._global_loss(meter.since(logged)[0])
                     self._record({"event": "train", "step": run.step, "epoch": run.epoch,
                                   "loss": loss_now, "lr": self._lr_now, "tokens": run.tokens_seen})
                     logged = meter.mark()
@@ -693,7 +769,7 @@ class Trainer:
                 if config.max_steps is not None and run.step >= config.max_steps:
                     stop_reason = "max_steps"
                     break
-                if config.time_limit is not None and session_seconds() >= config.time_limit:
+                if config.time_limit is not None and self._seconds(session_seconds) >= config.time_limit:
                     stop_reason = "time_limit"
                     break
             if stop_reason is not None:
@@ -701,6 +777,7 @@ class Trainer:
                 break
             # End of an epoch: summary, scheduled validation, next epoch from the start.
             train_loss, seconds, _ = meter.since(epoch_mark)
+            train_loss = self._global_loss(train_loss)
             tokens = run.tokens_seen - epoch_mark.tokens
             run.epoch += 1
             run.window = 0
@@ -731,11 +808,35 @@ class Trainer:
                       "best_valid_loss": run.best_loss})
         rate = (run.tokens_seen - tokens_before) / max(session_seconds(), 1e-9)
         peak = peak_flops(self.device, self.amp)
+        peak = peak * world.size if peak else None  # every rank's device
         finished = Finished(reason, run.step, run.epoch, run.best_loss, self.out_dir / ckpt.BEST,
                             self.out_dir / ckpt.LAST, run.elapsed, rate, rate * flops_per_token,
                             rate * flops_per_token / peak if peak else None)
         self.emit(finished)
         return finished
+
+    def _agree(self, seconds: float) -> None:
+        """Agree with the other ranks on the session clock (the slowest rank's) and on a
+        stop request (anyone's): decisions taken from them then match on every rank."""
+        seconds_max, stop = self.world.all_max([seconds, float(self.should_stop())], self.device)
+        self._agreed = (seconds_max, stop > 0)
+
+    def _global_loss(self, loss: float) -> float:
+        """The global batch's mean training loss from this rank's (every rank must call it).
+        A rank's step loss is its sum over its targets divided by (global count / world
+        size), so the ranks' mean is the global mean, padding left out. The progress display
+        shows rank 0's alone, to stay free of collectives."""
+        if not self.world.distributed:
+            return loss
+        return self.world.all_sum([loss], self.device)[0] / self.world.size
+
+    def _seconds(self, session_seconds: Callable[[], float]) -> float:
+        """The session clock for decisions (time limit, time-driven learning rate): live in
+        one process, the last agreed reading under torchrun."""
+        return self._agreed[0] if self.world.distributed else session_seconds()
+
+    def _stop_requested(self) -> bool:
+        return self._agreed[1] if self.world.distributed else self.should_stop()
 
     def _progress(self, loss: float, rate: float, session_seconds: float) -> Progress:
         run, config = self.run, self.config
@@ -813,6 +914,48 @@ def check_run_dir(out_dir: Path, *, force: bool) -> None:
                          "it, --force to start over, or another --out")
 
 
+def check_world(config: TrainConfig, world: World) -> None:
+    """The global batch must split evenly into the ranks' lanes."""
+    if config.batch_size % world.size:
+        raise UsageError(f"--batch-size {config.batch_size} does not split evenly among {world.size} "
+                         f"processes; use a multiple of {world.size} (it is the global batch: "
+                         "each process trains batch-size / processes lanes)")
+
+
+@contextlib.contextmanager
+def _world_for(device_spec: str | None) -> Iterator[World]:
+    """The process group torchrun describes, joined for the block (one process: SINGLE)."""
+    device = distributed.place(resolve_device(device_spec or "auto"), distributed.env_world())
+    world = distributed.join(device)
+    ended = False
+    try:
+        yield world
+        ended = True
+    finally:
+        if world.distributed:
+            distributed.leave(together=ended)
+
+
+@contextlib.contextmanager
+def _main_lock(out_dir: Path, world: World, force: bool = False) -> Iterator[None]:
+    """Rank 0 holds the run folder's lock for the block; a refusal stops every rank."""
+    lock = RunLock(out_dir, force=force)
+
+    def acquire() -> None:
+        if out_dir.exists() and not out_dir.is_dir():
+            raise LmcliError(f"--out {out_dir} is a file, not a folder")
+        lock.acquire()
+
+    world.main_first(acquire, others=lambda: None)
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        if world.main:
+            lock.release(remove_dir_if_empty=failed)
+
+
 def _clear_run_dir(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in (ckpt.BEST, ckpt.LAST, ckpt.METRICS, ckpt.CONFIG):
@@ -824,31 +967,44 @@ def start_run(request: RunRequest, *, on_event: Callable[[Event], None] | None =
               should_stop: Callable[[], bool] | None = None,
               root: Path = ckpt.DEFAULT_ROOT) -> Finished:
     """Train a new model. Everything is checked before the corpus is read, and the run
-    folder is only touched once the corpus has been read and encoded."""
-    out_dir = Path(request.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LmcliError(f"--out {out_dir} is a file, not a folder")
-    with RunLock(out_dir, force=request.force):
-        return _start_run(request, out_dir, on_event, on_data_event, should_stop, root)
+    folder is only touched once the corpus has been read and encoded.
+
+    Under torchrun every rank calls this: rank 0 checks, locks, reads the corpus (filling
+    the token cache) and writes the run folder; the others then read the cached tokens.
+    """
+    with _world_for(request.train.device) as world:
+        # The default folder name holds the time: rank 0's is the run's.
+        out_dir = world.from_main(Path(request.out_dir))
+        with _main_lock(out_dir, world, request.force):
+            return _start_run(request, out_dir, on_event if world.main else None,
+                              on_data_event if world.main else None, should_stop, root, world)
 
 
 def _start_run(request: RunRequest, out_dir: Path, on_event: Callable[[Event], None] | None,
                on_data_event: DataEvent | None, should_stop: Callable[[], bool] | None,
-               root: Path) -> Finished:
-    check_run_dir(out_dir, force=request.force)
+               root: Path, world: World = SINGLE) -> Finished:
     train_config = request.train.resolved()
-    # Checked before the corpus is read, against a vocabulary as large as any (the real
-    # size is checked once it is known).
-    ModelConfig(vocab_size=1 << 30, **request.model).validate()
-    resolve_device(train_config.device)
-    data = load_corpus(request.corpus, request.data, on_event=on_data_event,
-                       cache=cache_for_run(out_dir))
+
+    def check_and_load() -> CorpusData:
+        check_run_dir(out_dir, force=request.force)
+        check_world(train_config, world)
+        # Checked before the corpus is read, against a vocabulary as large as any (the
+        # real size is checked once it is known).
+        ModelConfig(vocab_size=1 << 30, **request.model).validate()
+        resolve_device(train_config.device)
+        return load_corpus(request.corpus, request.data, on_event=on_data_event,
+                           cache=cache_for_run(out_dir))
+
+    data = world.main_first(check_and_load, others=lambda: load_corpus(
+        request.corpus, request.data, cache=cache_for_run(out_dir)))
     model_config = ModelConfig(vocab_size=data.tokenizer.vocab_size, **request.model).validate()
-    _clear_run_dir(out_dir)
+    if world.main:
+        _clear_run_dir(out_dir)
     trainer = Trainer(data, model_config, train_config, out_dir, request.data.to_dict(),
-                      on_event=on_event, should_stop=should_stop)
-    write_config_json(out_dir, model_config, train_config, request.data.to_dict(), data, request.recipe)
-    ckpt.record_latest(out_dir, root)
+                      on_event=on_event, should_stop=should_stop, world=world)
+    if world.main:
+        write_config_json(out_dir, model_config, train_config, request.data.to_dict(), data, request.recipe)
+        ckpt.record_latest(out_dir, root)
     return trainer.fit()
 
 
@@ -861,43 +1017,62 @@ def resume_run(out_dir: Path, *, corpus: list[str] | None = None,
     """Continue a run from its ``last.pt``: same tokenizer, same data position, same random
     state. Only budgets and the device (``TrainConfig.RESUMABLE``) may change."""
     out_dir = Path(out_dir)
-    if not (out_dir / ckpt.LAST).is_file():
-        raise LmcliError(f"nothing to resume in {out_dir} (no {ckpt.LAST})")
-    with RunLock(out_dir):
-        return _resume_run(out_dir, corpus, overrides, on_event, on_data_event, should_stop, root)
+
+    def something_to_resume() -> None:
+        if not (out_dir / ckpt.LAST).is_file():
+            raise LmcliError(f"nothing to resume in {out_dir} (no {ckpt.LAST})")
+
+    with _world_for((overrides or {}).get("device")) as world:
+        world.main_first(something_to_resume, others=lambda: None)
+        with _main_lock(out_dir, world):
+            return _resume_run(out_dir, corpus, overrides, on_event if world.main else None,
+                               on_data_event if world.main else None, should_stop, root, world)
 
 
 def _resume_run(out_dir: Path, corpus: list[str] | None, overrides: dict[str, Any] | None,
                 on_event: Callable[[Event], None] | None, on_data_event: DataEvent | None,
-                should_stop: Callable[[], bool] | None, root: Path) -> Finished:
-    checkpoint = ckpt.load(out_dir / ckpt.LAST)
-    payload = checkpoint.payload
-    if checkpoint.training_state is None:
-        raise LmcliError(f"{checkpoint.path} holds no training state to resume from")
-    saved = TrainConfig.from_dict(payload["train_config"])
-    for key, value in (overrides or {}).items():
-        if key not in TrainConfig.RESUMABLE:
-            raise UsageError(f"--{key.replace('_', '-')} cannot change when resuming; only "
-                             + ", ".join("--" + k.replace("_", "-") for k in TrainConfig.RESUMABLE))
-        setattr(saved, key, value)
-    train_config = saved.resolved()
-    resolve_device(train_config.device)
-    provenance = payload.get("provenance", {})
-    paths = corpus or provenance.get("corpus") or []
-    data_config = DataConfig.from_dict(payload["data_config"])
-    data = load_corpus(paths, data_config, tokenizer=checkpoint.tokenizer, on_event=on_data_event,
-                       cache=cache_for_run(out_dir))
-    if provenance.get("corpus_sha256") and data.scan.sha256 != provenance["corpus_sha256"]:
-        raise LmcliError("the corpus has changed since this run started (its sha256 differs); "
-                         "resume with the same text, or start a new run")
+                should_stop: Callable[[], bool] | None, root: Path, world: World = SINGLE) -> Finished:
+    def load_last() -> ckpt.Checkpoint:
+        if not (out_dir / ckpt.LAST).is_file():  # another machine's disk (multi-node)
+            raise LmcliError(f"rank {world.rank}: {out_dir / ckpt.LAST} is not readable here; "
+                             "multi-node runs need the run folder on a shared filesystem")
+        return ckpt.load(out_dir / ckpt.LAST)
+
+    def prepare() -> tuple[ckpt.Checkpoint, TrainConfig, DataConfig, CorpusData]:
+        checkpoint = load_last()
+        payload = checkpoint.payload
+        state = checkpoint.training_state
+        if state is None:
+            raise LmcliError(f"{checkpoint.path} holds no training state to resume from")
+        saved = TrainConfig.from_dict(payload["train_config"])
+        for key, value in (overrides or {}).items():
+            if key not in TrainConfig.RESUMABLE:
+                raise UsageError(f"--{key.replace('_', '-')} cannot change when resuming; only "
+                                 + ", ".join("--" + k.replace("_", "-") for k in TrainConfig.RESUMABLE))
+            setattr(saved, key, value)
+        train_config = saved.resolved()
+        resolve_device(train_config.device)
+        check_world(train_config, world)
+        epoch, step = int(state["run"].get("epoch", 0)), int(state["run"].get("step", 0))
+        if train_config.epochs is not None and epoch >= train_config.epochs:
+            raise LmcliError(f"the run in {out_dir} already finished its {train_config.epochs} "
+                             "epochs; pass a larger --epochs (or --max-steps / --time-limit) to go on")
+        if train_config.max_steps is not None and step >= train_config.max_steps:
+            raise LmcliError(f"the run in {out_dir} already reached step {step}; pass a larger "
+                             "--max-steps to go on")
+        provenance = payload.get("provenance", {})
+        paths = corpus or provenance.get("corpus") or []
+        data_config = DataConfig.from_dict(payload["data_config"])
+        data = load_corpus(paths, data_config, tokenizer=checkpoint.tokenizer, on_event=on_data_event,
+                           cache=cache_for_run(out_dir))
+        if provenance.get("corpus_sha256") and data.scan.sha256 != provenance["corpus_sha256"]:
+            raise LmcliError("the corpus has changed since this run started (its sha256 differs); "
+                             "resume with the same text, or start a new run")
+        return checkpoint, train_config, data_config, data
+
+    checkpoint, train_config, data_config, data = world.main_first(prepare)
     trainer = Trainer(data, checkpoint.model_config, train_config, out_dir, data_config.to_dict(),
-                      on_event=on_event, should_stop=should_stop, resume_from=checkpoint)
-    run = trainer.run
-    if train_config.epochs is not None and run.epoch >= train_config.epochs:
-        raise LmcliError(f"the run in {out_dir} already finished its {train_config.epochs} "
-                         "epochs; pass a larger --epochs (or --max-steps / --time-limit) to go on")
-    if train_config.max_steps is not None and run.step >= train_config.max_steps:
-        raise LmcliError(f"the run in {out_dir} already reached step {run.step}; pass a larger "
-                         "--max-steps to go on")
-    ckpt.record_latest(out_dir, root)
+                      on_event=on_event, should_stop=should_stop, resume_from=checkpoint, world=world)
+    if world.main:
+        ckpt.record_latest(out_dir, root)
     return trainer.fit()

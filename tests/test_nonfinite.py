@@ -21,8 +21,8 @@ def poison(monkeypatch: pytest.MonkeyPatch, bad_steps: set[int]) -> list[int]:
     calls: list[int] = []
     original = RNNLM.mean_loss
 
-    def patched(self, features, targets, ignore_index=-100):
-        result = original(self, features, targets, ignore_index)
+    def patched(self, features, targets, ignore_index=-100, normalizer=None):
+        result = original(self, features, targets, ignore_index, normalizer)
         calls.append(1)
         if len(calls) in bad_steps:
             return result * float("nan")
