@@ -27,6 +27,7 @@ from lmcli import rerank as rr
 from lmcli import ui
 from lmcli.data import TextFiles, chunk_lines, iter_chunks
 from lmcli.devices import resolve_device
+from lmcli.distributed import RelayedError, env_world, launched
 from lmcli.errors import LmcliError, UsageError
 from lmcli.recipes import RECIPE_BUDGETS, make_request
 from lmcli.sampling import SamplingConfig, generate as generate_samples
@@ -55,8 +56,10 @@ def friendly_errors(command: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return command(*args, **kwargs)
+        except RelayedError as exc:  # rank 0's error, which rank 0 shows
+            raise typer.Exit(exc.exit_code) from None
         except LmcliError as exc:
-            ui.error(str(exc))
+            ui.error(_ranked(str(exc)))
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             ui.error("interrupted")
@@ -73,11 +76,17 @@ def friendly_errors(command: F) -> F:
             if os.environ.get("LMCLI_DEBUG"):
                 raise
             first = (str(exc).strip().splitlines() or [""])[0]
-            ui.error(f"unexpected {type(exc).__name__}: {first} (this is a bug in lmcli or its "
-                     "libraries; LMCLI_DEBUG=1 shows the traceback)")
+            ui.error(_ranked(f"unexpected {type(exc).__name__}: {first} (this is a bug in lmcli or its "
+                     "libraries; LMCLI_DEBUG=1 shows the traceback)"))
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _ranked(message: str) -> str:
+    """An error as a torchrun rank other than 0 shows it: which process it came from."""
+    rank = os.environ.get("RANK", "0") if launched() else "0"
+    return message if rank == "0" else f"rank {rank}: {message}"
 
 
 def version_callback(value: bool) -> None:
@@ -155,23 +164,31 @@ def _level_value(value: Enum | None) -> str | None:
 
 
 class _StopFlag:
-    """Set by the first Ctrl-C / SIGTERM while training; a second Ctrl-C aborts."""
+    """Set by the first Ctrl-C / SIGTERM while training; a second Ctrl-C aborts.
 
-    def __init__(self, display: ui.TrainDisplay) -> None:
+    Under torchrun the workers run in sessions of their own: Ctrl-C reaches the launcher,
+    which passes the signal on once and kills the workers --shutdown-timeout seconds later
+    (30 by default). The ranks agree to stop within SYNC_EVERY steps and rank 0 saves."""
+
+    def __init__(self, display: ui.TrainDisplay, quiet: bool = False) -> None:
         self.requested = False
         self.training = False
         self.display = display
+        self.quiet = quiet  # a torchrun rank other than 0: rank 0 speaks for the run
 
     def __call__(self) -> bool:
+        self.training = True  # the trainer asks only from its loop (on every rank)
         return self.requested
 
     def handle(self, signum: int, frame: Any) -> None:
         if not self.training or self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        if not self.display.json_mode:
-            self.display.console.print("[yellow]stopping: saving a resumable checkpoint "
-                                       "(Ctrl-C again to abort without saving)[/]")
+        if self.display.json_mode or self.quiet:
+            return
+        again = ("torchrun stops the workers after its --shutdown-timeout" if launched()
+                 else "Ctrl-C again to abort without saving")
+        self.display.console.print(f"[yellow]stopping: saving a resumable checkpoint ({again})[/]")
 
 
 @app.command()
@@ -325,8 +342,10 @@ def train(
     seconds = parse_duration(time_limit) if time_limit is not None else None
     budget = {"epochs": epochs, "max_steps": max_steps, "time_limit": seconds, "patience": patience,
               "lr_patience": lr_patience, "eval_every": eval_every, "device": device, "amp": amp}
+    # Under torchrun every rank runs this command; rank 0 alone talks to the user.
+    quiet = not env_world().main
     display = ui.TrainDisplay(json_mode=json_output)
-    stop = _StopFlag(display)
+    stop = _StopFlag(display, quiet)
     previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
     announce: list[str] = []  # shown once training starts (errors before it stay one line)
@@ -368,13 +387,13 @@ def train(
         else:
             request = make_request([str(p) for p in corpus] if corpus else None,
                                    {**flags, **budget}, out_dir=out, force=force)
-            if not corpus and not json_output:
+            if not corpus and not json_output and not quiet:
                 minutes = (request.train.time_limit or 0) / 60
                 ui.stderr_console().print(
                     f"[bold]no corpus given:[/] training on the bundled Tang poems "
                     f"({request.corpus[0]}) at char level for {minutes:g} minutes "
                     "(pass a file to train on your own text)")
-            elif request.recipe and not json_output:
+            elif request.recipe and not json_output and not quiet:
                 announce.append(f"[bold]recipe:[/] {request.recipe} for {request.data.level} level "
                                 f"({RECIPE_BUDGETS[request.recipe]}; flags given override it)")
             finished = start_run(request, on_event=on_event, on_data_event=display.data_event,
@@ -384,7 +403,7 @@ def train(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
-    if sample and not json_output and finished.reason != "interrupted":
+    if sample and not json_output and not quiet and finished.reason != "interrupted":
         _show_training_samples(finished.best_path, display)
     if finished.reason == "interrupted":
         raise typer.Exit(130)

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lmcli import train as training
+from lmcli.distributed import launched
 from lmcli.units import format_count, format_duration
 
 LOG_SECONDS = 30.0  # status lines when stderr is not a terminal
@@ -194,7 +195,8 @@ class TrainDisplay:
             "max_steps": "reached --max-steps",
             "time_limit": "reached --time-limit",
             "early_stopping": "validation stopped improving (--patience)",
-            "interrupted": "interrupted; resume with `lmcli train --resume`",
+            "interrupted": "interrupted; resume with `" + ("torchrun ... -m " if launched() else "")
+                           + "lmcli train --resume`",
         }
         best = (f", best validation perplexity {_fmt(math.exp(min(e.best_valid_loss, 700)), 2)}"
                 if e.best_valid_loss is not None else "")
