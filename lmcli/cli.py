@@ -75,12 +75,26 @@ def friendly_errors(command: F) -> F:
         except Exception as exc:  # a bug or a failure nobody foresaw: still one line
             if os.environ.get("LMCLI_DEBUG"):
                 raise
+            if launched() and _peer_lost(exc):
+                ui.error(_ranked("lost contact with the other training processes: one of them "
+                                 "stopped (its error is shown above)"))
+                raise typer.Exit(1) from None
             first = (str(exc).strip().splitlines() or [""])[0]
             ui.error(_ranked(f"unexpected {type(exc).__name__}: {first} (this is a bug in lmcli or its "
                      "libraries; LMCLI_DEBUG=1 shows the traceback)"))
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _peer_lost(exc: Exception) -> bool:
+    """A collective failed because another torchrun process went away (gloo says so in a
+    RuntimeError, NCCL in a DistError)."""
+    import torch.distributed as dist
+
+    text = str(exc)
+    return (isinstance(exc, getattr(dist, "DistError", ())) or "closed by peer" in text
+            or "reset by peer" in text)
 
 
 def _ranked(message: str) -> str:

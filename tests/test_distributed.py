@@ -222,3 +222,37 @@ def test_a_batch_that_does_not_split_is_one_error_line(tmp_path: Path) -> None:
                       "processes lanes)"]
     assert "rank 1" not in done.stderr  # rank 0's error is shown once
     assert not Path("odd").exists()
+
+
+POISON = '''
+import os, sys
+from lmcli.model import RNNLM
+if os.environ["RANK"] == "1":  # rank 1 alone gets a NaN loss at its steps 3 and 4
+    original, calls = RNNLM.mean_loss, []
+    def patched(self, *args, **kwargs):
+        calls.append(1)
+        loss = original(self, *args, **kwargs)
+        return loss * float("nan") if len(calls) in (3, 4) else loss
+    RNNLM.mean_loss = patched
+from lmcli.cli import main
+sys.argv[0] = "lmcli"
+main()
+'''
+
+
+def test_a_step_bad_on_one_rank_is_skipped_on_all(tmp_path: Path) -> None:
+    """Without clipping nothing else would tell rank 0 that rank 1's loss was NaN: the
+    ranks agree on the skip, the weights stay finite and the note comes once."""
+    script = tmp_path / "poisoned_lmcli.py"
+    script.write_text(POISON, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc_per_node", "2", str(script), "train", corpus(tmp_path), *TINY,
+                           "--clip", "0", "--lr", "0.5", "--max-steps", "8", "-o", "poisoned"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    notes = [e["text"] for e in events(done.stdout) if e["event"] == "note"]
+    assert len(notes) == 1 and notes[0].startswith("skipped 2 steps"), notes
+    saved = weights(Path("poisoned") / ckpt.LAST)
+    assert all(torch.isfinite(value).all() for value in saved.values())
