@@ -360,27 +360,30 @@ def _make_optimizer(model: RNNLM, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
 
 
-def activation_penalty(activations: Activations, mask: torch.Tensor | None, ar: float, tar: float
-                       ) -> torch.Tensor | None:
+def activation_penalty(activations: Activations, mask: torch.Tensor | None, ar: float, tar: float,
+                       counts: tuple[float, float] | None = None) -> torch.Tensor | None:
     """AR and TAR (Merity et al. 2017) over the positions that are not padding.
-    mask: (batch, time) bool or None (no padding)."""
+    mask: (batch, time) bool or None (no padding). ``counts``: what to divide the masked
+    AR and TAR sums by instead of this batch's own counts (a data-parallel rank's share of
+    the global batch's, so that the ranks' average is the global mean)."""
     if ar == 0.0 and tar == 0.0:
         return None
 
-    def mean(values: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+    def mean(values: torch.Tensor, keep: torch.Tensor | None, count: float | None) -> torch.Tensor:
         # A masked mean by multiplication: boolean indexing would sync with the GPU.
         if keep is None:
             return values.mean()
         keep = keep.to(values.dtype)
-        return (values * keep).sum() / keep.sum().clamp_min(1.0)
+        return (values * keep).sum() / (keep.sum().clamp_min(1.0) if count is None else max(count, 1e-9))
 
+    ar_count, tar_count = counts if counts is not None else (None, None)
     penalty = torch.zeros((), device=activations.raw.device)
     if ar:
         size = activations.dropped.float().pow(2).mean(-1)  # (batch, time)
-        penalty = penalty + ar * mean(size, mask)
+        penalty = penalty + ar * mean(size, mask, ar_count)
     if tar and activations.raw.shape[1] > 1:
         step = (activations.raw[:, 1:] - activations.raw[:, :-1]).float().pow(2).mean(-1)
-        penalty = penalty + tar * mean(step, None if mask is None else mask[:, 1:])
+        penalty = penalty + tar * mean(step, None if mask is None else mask[:, 1:], tar_count)
     return penalty
 
 
@@ -398,14 +401,16 @@ class _TrainStep(nn.Module):
         self.ar, self.tar, self.sentences = ar, tar, sentences
 
     def forward(self, inputs: torch.Tensor, state: State, targets: torch.Tensor,
-                normalizer: float | None = None) -> tuple[torch.Tensor, torch.Tensor, State]:
+                shares: tuple[float, float, float] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, State]:
+        """``shares``: under DDP, this rank's share (global count / world size) of the
+        scored targets, and of the positions AR and TAR count; each sum divided by its
+        share makes DDP's average over the ranks the global batch's mean."""
         features, new_state, activations = self.model.hidden_features(inputs, state)
+        normalizer = shares[0] if shares is not None else None
         loss = self.model.mean_loss(features, targets, PAD_TARGET, normalizer)  # padding left out
-        # AR/TAR average over this rank's lanes; DDP's gradient average makes that the
-        # global batch's mean (exactly so for streamed text, where every rank scores as
-        # many targets).
         penalty = activation_penalty(activations, targets != PAD_TARGET if self.sentences else None,
-                                     self.ar, self.tar)
+                                     self.ar, self.tar, shares[1:] if shares is not None else None)
         return (loss if penalty is None else loss + penalty), loss, new_state
 
 
@@ -715,16 +720,18 @@ class Trainer:
                 # Counted on the host before the copy: no device sync. The global batch's
                 # count, so that tokens_seen and rates mean the same at any world size.
                 scored = int((targets != PAD_TARGET).sum()) if sentences else targets.numel()
-                normalizer = None
+                shares = None
                 if world.distributed:
+                    # AR counts the scored positions; TAR those after the first of a window.
+                    tar_count = int((targets[:, 1:] != PAD_TARGET).sum()) if sentences else 0
+                    shares = (max(scored, 1) / world.size, scored / world.size, tar_count / world.size)
                     inputs, targets = inputs[self.lanes].contiguous(), targets[self.lanes].contiguous()
-                    normalizer = max(scored, 1) / world.size
                 inputs, targets = to_device(inputs, self.device), to_device(targets, self.device)
                 if sentences and self.batches.starts_fresh(window):
                     self.hidden = model.initial_state(inputs.shape[0], self.device)
                 self._set_lr(self._scheduled_lr(self._seconds(session_seconds)))
                 with autocast(self.device, self.amp):
-                    objective, loss, hidden = self.step_module(inputs, self.hidden, targets, normalizer)
+                    objective, loss, hidden = self.step_module(inputs, self.hidden, targets, shares)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(objective).backward()
                 finite = torch.isfinite(objective.detach())

@@ -85,6 +85,31 @@ def test_lanes_split_the_global_batch() -> None:
     assert World().lanes(8) == slice(0, 8)
 
 
+def test_rank_shares_average_to_the_global_batch_mean() -> None:
+    """The arithmetic DDP relies on, without processes: sentence batches give the two halves
+    different numbers of real targets, yet the mean of the halves' objectives (loss, AR and
+    TAR each divided by the rank's share of the global count) is the whole batch's."""
+    from lmcli.data import PAD_TARGET
+    from lmcli.model import RNNLM, ModelConfig
+    from lmcli.train import _TrainStep
+
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(vocab_size=20, cell="lstm", layers=2, embed_dim=8, hidden_dim=8,
+                              dropout=0.0))
+    step = _TrainStep(model, ar=2.0, tar=1.0, sentences=True)
+    inputs = torch.randint(0, 20, (4, 7))
+    targets = torch.randint(0, 20, (4, 7))
+    targets[0, 1:] = PAD_TARGET  # the first half: 1 + 3 real targets, the second 14
+    targets[1, 3:] = PAD_TARGET
+    whole, whole_loss, _ = step(inputs, None, targets)
+    scored = int((targets != PAD_TARGET).sum())
+    shares = (scored / 2, scored / 2, int((targets[:, 1:] != PAD_TARGET).sum()) / 2)
+    halves = [step(inputs[rows], None, targets[rows], shares) for rows in (slice(0, 2), slice(2, 4))]
+    torch.testing.assert_close((halves[0][1] + halves[1][1]) / 2, whole_loss)
+    torch.testing.assert_close((halves[0][0] + halves[1][0]) / 2, whole)
+    assert whole > whole_loss  # AR/TAR took part
+
+
 def test_the_torchrun_environment_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
     from lmcli.distributed import env_world, place
     from lmcli.errors import UsageError
