@@ -76,6 +76,11 @@ LMCLI_COMPONENTS: dict[str, list[str]] = {
     "lmcli-char-lr6": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "6e-3"],
     "lmcli-char-lr8-b64x64": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "8e-3",
                               "--batch-size", "64", "--seq-len", "64"],
+    # More text per minute at 8e-3: a GRU (three gates to the LSTM's four) and a narrower LSTM.
+    "lmcli-char-gru": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "8e-3",
+                       "--model", "gru"],
+    "lmcli-char-h448": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "8e-3",
+                        "--hidden-dim", "448"],
 }
 DEFAULT_COMPONENTS = ["kn5", "baseline-word", "lmcli-word", "plain-char", "lmcli-char"]
 
