@@ -80,23 +80,19 @@ class World:
 
     # -- collectives (no-ops in one process) ------------------------------------------
 
-    def barrier(self) -> None:
-        if self.distributed:
-            dist.barrier()
-
     def all_sum(self, values: list[float], device: torch.device) -> list[float]:
         """Element-wise sums over the ranks, in float64."""
-        if not self.distributed:
-            return values
-        tensor = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        return tensor.tolist()
+        return self._all_reduce(values, device, dist.ReduceOp.SUM)
 
     def all_max(self, values: list[float], device: torch.device) -> list[float]:
+        """Element-wise maxima over the ranks."""
+        return self._all_reduce(values, device, dist.ReduceOp.MAX)
+
+    def _all_reduce(self, values: list[float], device: torch.device, op: Any) -> list[float]:
         if not self.distributed:
             return values
         tensor = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        dist.all_reduce(tensor, op=op)
         return tensor.tolist()
 
     def all_true(self, flag: torch.Tensor) -> torch.Tensor:

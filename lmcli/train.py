@@ -983,8 +983,9 @@ def start_run(request: RunRequest, *, on_event: Callable[[Event], None] | None =
         # The default folder name holds the time: rank 0's is the run's.
         out_dir = world.from_main(Path(request.out_dir))
         with _main_lock(out_dir, world, request.force):
-            return _start_run(request, out_dir, on_event if world.main else None,
-                              on_data_event if world.main else None, should_stop, root, world)
+            # Events are the trainer's to silence; reading the corpus happens before it.
+            return _start_run(request, out_dir, on_event, on_data_event if world.main else None,
+                              should_stop, root, world)
 
 
 def _start_run(request: RunRequest, out_dir: Path, on_event: Callable[[Event], None] | None,
@@ -1032,7 +1033,7 @@ def resume_run(out_dir: Path, *, corpus: list[str] | None = None,
     with _world_for((overrides or {}).get("device")) as world:
         world.main_first(something_to_resume, others=lambda: None)
         with _main_lock(out_dir, world):
-            return _resume_run(out_dir, corpus, overrides, on_event if world.main else None,
+            return _resume_run(out_dir, corpus, overrides, on_event,
                                on_data_event if world.main else None, should_stop, root, world)
 
 
