@@ -58,6 +58,10 @@ def friendly_errors(command: F) -> F:
             return command(*args, **kwargs)
         except RelayedError as exc:  # rank 0's error, which rank 0 shows
             raise typer.Exit(exc.exit_code) from None
+        except UsageError as exc:  # a bad flag is bad on every torchrun rank: rank 0 says so
+            if _rank() == "0":
+                ui.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
         except LmcliError as exc:
             ui.error(_ranked(str(exc)))
             raise typer.Exit(exc.exit_code) from None
@@ -97,9 +101,14 @@ def _peer_lost(exc: Exception) -> bool:
             or "reset by peer" in text)
 
 
+def _rank() -> str:
+    """This process's torchrun rank ("0" when not under torchrun)."""
+    return os.environ.get("RANK", "0") if launched() else "0"
+
+
 def _ranked(message: str) -> str:
     """An error as a torchrun rank other than 0 shows it: which process it came from."""
-    rank = os.environ.get("RANK", "0") if launched() else "0"
+    rank = _rank()
     return message if rank == "0" else f"rank {rank}: {message}"
 
 

@@ -247,6 +247,11 @@ def test_a_batch_that_does_not_split_is_one_error_line(tmp_path: Path) -> None:
                       "processes lanes)"]
     assert "rank 1" not in done.stderr  # rank 0's error is shown once
     assert not Path("odd").exists()
+    # A bad flag, found by every rank before they meet: still shown once.
+    done = torchrun("train", text, *TINY, "--lr", "-1", "-o", "odd")
+    assert done.returncode != 0
+    assert [line for line in done.stderr.splitlines() if line.startswith("error:")] == [
+        "error: --lr must be positive, got -1.0"]
 
 
 POISON = '''
