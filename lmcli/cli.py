@@ -317,6 +317,10 @@ def train(
                                                       "state carried; sentences: whole sentences "
                                                       "from a zero state, as score sees them.",
                                                       rich_help_panel=_TRAIN, show_default=False)] = None,
+    sentence_phase: Annotated[float | None, typer.Option(
+        help="Share of the budget, at its end, that stream batching spends on whole sentences "
+             "from an empty context, as score sees them (0 = none). (default: from the recipe)",
+        rich_help_panel=_TRAIN, show_default=False)] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate. (default: from the recipe)",
                                              rich_help_panel=_TRAIN, show_default=False)] = None,
     clip: Annotated[float | None, typer.Option(help="Gradient-norm clipping (0 = off). "
@@ -391,7 +395,8 @@ def train(
              "seq_len": seq_len, "batch_size": batch_size, "optimizer": _level_value(optimizer),
              "lr": lr, "clip": clip, "weight_decay": weight_decay, "lr_decay": lr_decay,
              "lr_schedule": _level_value(lr_schedule), "warmup": warmup, "ar": ar, "tar": tar,
-             "nonmono": nonmono, "batching": _level_value(batching), "recipe": _level_value(recipe),
+             "nonmono": nonmono, "batching": _level_value(batching),
+             "sentence_phase": sentence_phase, "recipe": _level_value(recipe),
              "seed": seed}
     try:
         if resume:
@@ -489,7 +494,10 @@ def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -
         ("optimizer", f"{train_config.get('optimizer')} lr {train_config.get('lr')} "
                       f"({train_config.get('lr_schedule', 'plateau')}), batch "
                       f"{train_config.get('batch_size')} x {train_config.get('seq_len')}, "
-                      f"{train_config.get('batching', 'stream')} batching"),
+                      f"{train_config.get('batching', 'stream')} batching"
+                      + (f", last {train_config['sentence_phase']:.0%} on sentences"
+                         if train_config.get("sentence_phase") and train_config.get("batching") == "stream"
+                         else "")),
         ("corpus", ", ".join(provenance.get("corpus") or []) or "-"),
         ("corpus sha256", str(provenance.get("corpus_sha256", "-"))[:16] + "..."),
         ("device", str(provenance.get("device", "-"))),

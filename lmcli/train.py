@@ -77,6 +77,9 @@ class TrainConfig:
     tar: float = 0.0  # temporal AR: tar * mean((h_t - h_{t-1})^2), before dropout
     nonmono: int = 5  # NT-ASGD: average once validation is worse than `nonmono` checks ago
     batching: str = "stream"  # stream: state carried across windows; sentences: zero state each
+    # Share of the budget, at its end, that stream batching spends on whole sentences from
+    # the empty context instead (what score, eval and rerank see); 0: none.
+    sentence_phase: float = 0.0
     # Validations in a row without improvement before stopping. None: 5 with plateau decay;
     # off with cosine decay, whose late low-rate steps are where the gains are (a 30-minute
     # run stopped at minute 21 at rate 4.3 of 20, validation noisy at that rate).
@@ -126,6 +129,8 @@ class TrainConfig:
             (config.warmup >= 0, f"--warmup must be >= 0, got {config.warmup}"),
             (config.ar >= 0 and config.tar >= 0, "--ar and --tar must be >= 0"),
             (config.nonmono >= 1, f"--nonmono must be at least 1, got {config.nonmono}"),
+            (0.0 <= config.sentence_phase < 1.0,
+             f"--sentence-phase must be in [0, 1), got {config.sentence_phase}"),
             (config.lr_schedule != "cosine" or config.epochs is not None or config.max_steps is not None
              or config.time_limit is not None,
              "--lr-schedule cosine needs a budget to decay over: --epochs, --max-steps or --time-limit"),
@@ -228,6 +233,7 @@ class RunState:
     step: int = 0
     epoch: int = 0  # epochs finished
     window: int = 0  # next window inside the current epoch
+    phase: str = "stream"  # the batching now: "stream", or "sentences" once the sentence phase began
     tokens_seen: int = 0
     lr: float = 0.0
     best_loss: float | None = None  # best validation loss seen (chooses best.pt)
@@ -448,21 +454,29 @@ class Trainer:
         self.optimizer = _make_optimizer(self.model, self.config)
         use_scaler = self.amp and self.device.type == "cuda" and amp_dtype(self.device) == torch.float16
         self.scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
-        self.batches: BpttBatches | SentenceBatches
-        if self.config.batching == "sentences":
-            self.batches = SentenceBatches(data.train, self.config.batch_size, self.config.seq_len,
-                                           self.config.seed)
-        else:
-            self.batches = BpttBatches(data.train, self.config.batch_size, self.config.seq_len)
+        # The window layouts by phase: the run's batching, and for a sentence phase at the
+        # end of a stream run the sentences too (laid out now, so that a corpus too small
+        # for it is known before training starts).
+        self.layouts: dict[str, BpttBatches | SentenceBatches] = {}
+        if self.config.batching == "stream":
+            self.layouts["stream"] = BpttBatches(data.train, self.config.batch_size, self.config.seq_len)
+        if self.config.batching == "sentences" or self.config.sentence_phase:
+            try:
+                self.layouts["sentences"] = SentenceBatches(data.train, self.config.batch_size,
+                                                            self.config.seq_len, self.config.seed)
+            except LmcliError as error:
+                if self.config.batching == "sentences":
+                    raise
+                self.emit(Note(f"no sentence phase: {error}"))
         self.lanes = world.lanes(self.config.batch_size)  # this rank's rows of every window
-        step = _TrainStep(self.model, float(self.config.ar), float(self.config.tar),
-                          self.config.batching == "sentences")
+        step = self.train_step = _TrainStep(self.model, float(self.config.ar), float(self.config.tar),
+                                            self.config.batching == "sentences")
         # The weights start equal on every rank: DDP broadcasts rank 0's when it wraps. (The
         # model has no buffers, so DDP has none to keep in sync.)
         self.step_module: nn.Module = (DistributedDataParallel(
             step, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if world.distributed else step)
-        self.run = RunState(lr=float(self.config.lr))
+        self.run = RunState(lr=float(self.config.lr), phase=self.config.batching)
         self.hidden: State | None = None
         self.average: list[torch.Tensor] | None = None  # NT-ASGD's running mean of the weights
         self._session_start = time.perf_counter()
@@ -473,8 +487,18 @@ class Trainer:
     # -- bookkeeping ------------------------------------------------------------------
 
     @property
+    def batches(self) -> BpttBatches | SentenceBatches:
+        """The window layout of the phase the run is in."""
+        return self.layouts[self.run.phase]
+
+    @property
     def steps_per_epoch(self) -> int:
         return len(self.batches)
+
+    @property
+    def in_sentence_phase(self) -> bool:
+        """Whether a stream run has moved on to its closing sentence phase."""
+        return self.config.batching == "stream" and self.run.phase == "sentences"
 
     @property
     def eval_every(self) -> int:
@@ -486,7 +510,9 @@ class Trainer:
     def total_steps(self) -> int | None:
         limits = []
         if self.config.epochs is not None:
-            limits.append(self.config.epochs * self.steps_per_epoch)
+            # Epochs of the run's own batching: a closing sentence phase spends the steps
+            # the stream epochs would have taken.
+            limits.append(self.config.epochs * len(self.layouts[self.config.batching]))
         if self.config.max_steps is not None:
             limits.append(self.config.max_steps)
         return min(limits) if limits else None
@@ -555,8 +581,13 @@ class Trainer:
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         known = {f.name for f in fields(RunState)}
-        self.run = RunState(**{k: v for k, v in state["run"].items() if k in known},
+        saved = {"phase": self.config.batching, **state["run"]}  # older runs: their batching
+        self.run = RunState(**{k: v for k, v in saved.items() if k in known},
                             metrics=list(checkpoint.payload.get("metrics", [])))
+        if self.run.phase not in self.layouts:
+            raise LmcliError(f"{checkpoint.path} stopped in its sentence phase, but the corpus "
+                             "has too few sentences for one batch")
+        self.train_step.sentences = self.run.phase == "sentences"
         self._set_lr(self.run.lr)
         # metrics.jsonl may hold lines written after this checkpoint (a crash): rewrite it
         # from the checkpoint's own history so it never shows a step twice.
@@ -702,9 +733,9 @@ class Trainer:
         world = self.world
         self._agreed = (0.0, False)
 
-        sentences = isinstance(self.batches, SentenceBatches)
         reason = "completed"
-        while config.epochs is None or run.epoch < config.epochs:
+        while self._more_epochs():
+            sentences = run.phase == "sentences"
             if isinstance(self.batches, SentenceBatches):
                 self.batches.set_epoch(run.epoch)
             if self.hidden is None or run.window == 0:
@@ -715,6 +746,9 @@ class Trainer:
                     self._agree(session_seconds())
                 if self._stop_requested():
                     stop_reason = "interrupted"
+                    break
+                if self._sentence_phase_due(self._seconds(session_seconds)):
+                    stop_reason = "sentence_phase"
                     break
                 inputs, targets = self.batches.window(window)
                 # Counted on the host before the copy: no device sync. The global batch's
@@ -779,6 +813,12 @@ class Trainer:
                 if config.time_limit is not None and self._seconds(session_seconds) >= config.time_limit:
                     stop_reason = "time_limit"
                     break
+                if self.in_sentence_phase and run.step >= (self.total_steps or math.inf):
+                    stop_reason = "steps_spent"  # the epochs' steps, in the sentence phase
+                    break
+            if stop_reason == "sentence_phase":
+                self._begin_sentence_phase()
+                continue
             if stop_reason is not None:
                 reason = stop_reason
                 break
@@ -806,8 +846,9 @@ class Trainer:
         report_skipped()
         if reason == "interrupted":
             self.save_last()  # no validation: a resumed run follows the uninterrupted path
-        elif reason in ("max_steps", "time_limit"):
+        elif reason in ("max_steps", "time_limit", "steps_spent"):
             self._checkpoint_point(scheduled=False)
+        reason = "completed" if reason == "steps_spent" else reason
         if not (self.out_dir / ckpt.BEST).exists():
             with self.averaged_weights():
                 self.save_best(run.best_loss)
@@ -821,6 +862,33 @@ class Trainer:
                             rate * flops_per_token / peak if peak else None)
         self.emit(finished)
         return finished
+
+    def _more_epochs(self) -> bool:
+        """Whether another epoch begins. In a closing sentence phase the budget is the
+        step count (``total_steps``), checked at every step instead."""
+        if self.in_sentence_phase or self.config.epochs is None:
+            return True
+        return self.run.epoch < self.config.epochs
+
+    def _sentence_phase_due(self, session_seconds: float) -> bool:
+        """Whether a stream run should now move on to whole sentences: the last
+        ``sentence_phase`` share of its budget (steps or time) has begun."""
+        if self.run.phase != "stream" or "sentences" not in self.layouts:
+            return False
+        fraction = self.budget_fraction(session_seconds)
+        return fraction is not None and fraction >= 1.0 - self.config.sentence_phase
+
+    def _begin_sentence_phase(self) -> None:
+        """From here on, windows of whole sentences from the empty context, each batch from
+        a zero state: the model learns to start a sentence with no history, as ``score``,
+        ``eval`` and ``rerank`` ask of it. The epoch count goes on; windows restart."""
+        run = self.run
+        run.phase, run.window = "sentences", 0
+        self.hidden = None
+        self.train_step.sentences = True
+        self._record({"event": "phase", "step": run.step, "epoch": run.epoch, "phase": "sentences"})
+        self.emit(Note(f"step {run.step:,}: the last {self.config.sentence_phase:.0%} of the budget "
+                       "trains on whole sentences from an empty context, as score sees them"))
 
     def _agree(self, seconds: float) -> None:
         """Agree with the other ranks on the session clock (the slowest rank's) and on a

@@ -219,22 +219,25 @@ def test_resume_at_the_same_world_size_is_exact(tmp_path: Path) -> None:
     assert [h for h in history("resumed") if h[0] != 5] == history("straight")
 
 
-def test_adaptive_softmax_and_sentence_batches_match_one_process(tmp_path: Path) -> None:
+def test_adaptive_softmax_and_a_sentence_phase_match_one_process(tmp_path: Path) -> None:
     """Tail clusters that get no target in a rank's lanes still take part (DDP would stop
-    with unused parameters otherwise), and sentence batches, whose lanes hold different
-    numbers of real targets, still average over the global batch."""
+    with unused parameters otherwise); the ranks move to sentences at the same step, and
+    sentence batches, whose lanes hold different numbers of real targets, still average
+    over the global batch."""
     lines = english_lines(400, seed=4)
     lines[200] = "zebra quokka okapi narwhal axolotl ."  # the last cluster's words: one line
     text = tmp_path / "rare.txt"
     text.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    flags = [*TINY, "--softmax", "adaptive", "--cutoffs", "10,24", "--batching", "sentences",
-             "--max-steps", "6"]
+    flags = [*TINY, "--softmax", "adaptive", "--cutoffs", "10,24", "--sentence-phase", "0.5",
+             "--max-steps", "8"]
     done = torchrun("train", text, *flags, "-o", "ddp")
     assert done.returncode == 0, done.stderr
     result = single("train", text, *flags, "-o", "one")
     assert result.exit_code == 0, result.output
     assert torch.load(Path("ddp") / ckpt.LAST, weights_only=True)["model_config"]["vocab_size"] == 30
     assert_same_weights(Path("one") / ckpt.LAST, Path("ddp") / ckpt.LAST)
+    metrics = [json.loads(line) for line in (Path("ddp") / ckpt.METRICS).read_text().splitlines()]
+    assert [m["step"] for m in metrics if m["event"] == "phase"] == [4]  # 4 stream steps, 4 on sentences
 
 
 def test_a_batch_that_does_not_split_is_one_error_line(tmp_path: Path) -> None:

@@ -161,6 +161,58 @@ def test_sentence_batching_trains_and_resumes_exactly(tmp_path: Path) -> None:
     assert train_losses(finished.last_path) == losses
 
 
+def phase_steps(path: Path) -> list[int]:
+    return [m["step"] for m in torch.load(path, weights_only=True)["metrics"] if m["event"] == "phase"]
+
+
+@pytest.mark.parametrize("stop_at", [13, 26])
+def test_sentence_phase_begins_at_its_share_and_resumes_exactly(tmp_path: Path, stop_at: int) -> None:
+    """The last quarter of 30 steps trains on sentences: the switch comes after step 23
+    (23/30 is the first share past 3/4), and a run stopped before or inside the phase
+    resumes to the same weights, bit for bit."""
+    settings = {"sentence_phase": 0.25, "max_steps": 30, "lr_schedule": "cosine"}
+    straight = start_run(request(tmp_path, "straight", **settings), root=tmp_path / "ck")
+    assert phase_steps(straight.last_path) == [23]  # 23 steps taken when it began
+    state = torch.load(straight.last_path, weights_only=True)["training_state"]["run"]
+    assert state["phase"] == "sentences" and state["step"] == 30
+    start_run(request(tmp_path, "resumed", **settings), root=tmp_path / "ck", should_stop=stop_after(stop_at))
+    finished = resume_run(tmp_path / "resumed", root=tmp_path / "ck")
+    assert finished.step == straight.step
+    for name, value in weights(straight.last_path).items():
+        torch.testing.assert_close(weights(finished.last_path)[name], value, rtol=0, atol=0)
+    assert train_losses(finished.last_path) == train_losses(straight.last_path)
+    assert phase_steps(finished.last_path) == [23]
+    # Without the phase the same run ends elsewhere: the phase changed the windows.
+    plain = start_run(request(tmp_path, "plain", **{**settings, "sentence_phase": 0.0}), root=tmp_path / "ck")
+    assert phase_steps(plain.last_path) == []
+    assert any(not torch.equal(value, weights(plain.last_path)[name])
+               for name, value in weights(straight.last_path).items())
+
+
+def test_sentence_phase_spends_the_epochs_steps_and_validates_at_the_end(tmp_path: Path) -> None:
+    settings = {"sentence_phase": 0.5, "max_steps": None, "epochs": 2, "eval_every": 1000}
+    with_phase = start_run(request(tmp_path, "phase", **settings), root=tmp_path / "ck")
+    without = start_run(request(tmp_path, "plain", **{**settings, "sentence_phase": 0.0}), root=tmp_path / "ck")
+    assert with_phase.reason == without.reason == "completed"
+    assert with_phase.step == without.step  # two stream epochs' worth of steps
+    assert phase_steps(with_phase.last_path) == [without.step // 2]  # at the end of epoch 1
+    metrics = torch.load(with_phase.last_path, weights_only=True)["metrics"]
+    valid_steps = [m["step"] for m in metrics if m["event"] == "valid"]
+    assert valid_steps[-1] == with_phase.step  # the final weights were validated
+    assert (tmp_path / "phase" / "best.pt").exists()
+
+
+def test_sentence_phase_is_skipped_with_a_note_when_sentences_are_too_few(tmp_path: Path) -> None:
+    """Three long lines fill the stream windows of 4 lanes but not one batch of 4 sentences."""
+    req = request(tmp_path, "run", sentence_phase=0.5, max_steps=12)
+    Path(req.corpus[0]).write_text(("the cat sat on the mat and then " * 12 + "\n") * 3, encoding="utf-8")
+    notes: list[str] = []
+    finished = start_run(req, root=tmp_path / "ck", on_event=lambda e: notes.append(getattr(e, "text", "")))
+    assert finished.step == 12
+    assert any(n.startswith("no sentence phase: the text has 2 sentences") for n in notes), notes
+    assert phase_steps(finished.last_path) == []
+
+
 def test_ntasgd_averages_after_validation_stalls_and_resumes_exactly(tmp_path: Path) -> None:
     """A huge rate makes validation worse at once; averaging starts, best.pt holds the
     average (not the last iterate), and an interrupted run resumes to the same weights."""
@@ -214,7 +266,9 @@ def test_cosine_schedule_with_warmup(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("field,value", [("optimizer", "lion"), ("lr_schedule", "linear"),
-                                         ("batching", "documents"), ("warmup", -1), ("ar", -0.5)])
+                                         ("batching", "documents"), ("warmup", -1), ("ar", -0.5),
+                                         ("sentence_phase", 1.0), ("sentence_phase", -0.1),
+                                         ("sentence_phase", float("nan"))])
 def test_bad_training_choices_are_refused(field: str, value: object) -> None:
     from lmcli.errors import UsageError
     with pytest.raises(UsageError):
