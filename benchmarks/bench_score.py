@@ -44,6 +44,17 @@ def recompute_generate(model: RNNLM, tokens: int) -> None:
             ids.append(int(torch.multinomial(torch.softmax(logits[0, -1], -1), 1)))
 
 
+def matmul_peak(size: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a large float32 matrix product: what this CPU's GEMM reaches at best."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=REPO / "corpora" / "kjv_poetry.txt")
@@ -80,14 +91,25 @@ def main() -> None:
     single = [next(iter(score_sentences(model, tokenizer, [s], batch_size=1))) for s in sentences[:count]]
     single_rate = count / (time.perf_counter() - start)
     worst = max(abs(a.logprob - b.logprob) for a, b in zip(batched, single))
-    print(f"\nscoring   batched (batch {args.batch_size}): {batched_rate:>9,.0f} sentences/s")
-    print(f"          one at a time:      {single_rate:>9,.0f} sentences/s (timed on {count:,})")
+    # How far batching can go here: the matrix products' FLOP/s against this machine's
+    # float32 matrix-multiply peak, measured now on a large square product.
+    flop = model.flops_per_token(training=False) * tokens / len(sentences)  # per sentence
+    peak = matmul_peak()
+    print(f"\nscoring   batched (batch {args.batch_size}): {batched_rate:>9,.0f} sentences/s, "
+          f"{batched_rate * flop / 1e9:.0f} GFLOP/s = {batched_rate * flop / peak:.0%} of the float32 peak")
+    print(f"          one at a time:      {single_rate:>9,.0f} sentences/s, "
+          f"{single_rate * flop / 1e9:.0f} GFLOP/s = {single_rate * flop / peak:.0%} (timed on {count:,})")
     print(f"          ratio batched / one at a time: {batched_rate / single_rate:.1f}x; "
           f"largest difference {worst:.2e} nats")
+    print(f"          float32 matrix-multiply peak {peak / 1e9:.0f} GFLOP/s (2048 x 2048 x 2048, "
+          f"{torch.get_num_threads()} threads): at that peak batched would be "
+          f"{peak / (single_rate * flop):.1f}x one at a time")
     assert worst < 1e-5, "batched and single scores disagree"
     print("summary:", json.dumps({"benchmark": "scoring", "reference": "one sentence at a time",
                                   "ratio": batched_rate / single_rate,
-                                  "sentences_per_s": batched_rate, "tokens_per_s": batched_rate * tokens / len(sentences)}))
+                                  "sentences_per_s": batched_rate, "tokens_per_s": batched_rate * tokens / len(sentences),
+                                  "peak_share": batched_rate * flop / peak,
+                                  "ceiling": peak / (single_rate * flop)}))
 
     print("\ngeneration, one sample, ms per token:")
     config = SamplingConfig(max_tokens=1, lines=10**9)

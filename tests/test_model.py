@@ -126,3 +126,44 @@ def test_output_covers_exactly_the_vocabulary() -> None:
 def test_bad_config_is_refused(field: str, value: object) -> None:
     with pytest.raises(UsageError):
         ModelConfig(**{"vocab_size": V, field: value}).validate()
+
+
+@pytest.mark.parametrize("softmax", ["full", "adaptive"])
+@pytest.mark.parametrize("amp", [False, True])
+def test_output_width_padding_changes_no_number(softmax: str, amp: bool, monkeypatch) -> None:
+    """The output product is padded to a multiple of OUTPUT_ALIGN columns (zero rows, -inf
+    bias) for speed: losses, gradients and log-probabilities come out as without it."""
+    import lmcli.model as model_module
+
+    vocab = 1001  # not a multiple of 16; its adaptive head (1000 - 700 + 1) and tail are not either
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(vocab_size=vocab, layers=1, embed_dim=8, hidden_dim=8, dropout=0.0,
+                              softmax=softmax, cutoffs=[700] if softmax == "adaptive" else None))
+    tokens = torch.randint(0, vocab, (4, 32))  # 128 rows: above ALIGN_MIN_ROWS
+    targets = torch.randint(0, vocab, (4, 32))
+    targets[0, -3:] = -100  # padding targets, ignored by the loss, 0 in target_log_probs
+    layer = model.decoder.head if softmax == "adaptive" else model.decoder
+    assert model_module.aligned_linear(layer, torch.zeros(128, 8)).shape[-1] % model_module.OUTPUT_ALIGN == 0
+
+    def run(align: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        monkeypatch.setattr(model_module, "OUTPUT_ALIGN", align)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            features, _, _ = model.hidden_features(tokens)
+            loss = model.mean_loss(features, targets)
+        loss.backward()
+        with torch.no_grad():
+            picked = model.target_log_probs(features.float(), targets)
+            full = (model.decoder.log_probs(features.float()) if softmax == "adaptive"
+                    else torch.log_softmax(model.logits(features.float()), -1))
+        return loss.detach(), picked, full, [p.grad.clone() for p in model.parameters()]
+
+    padded, plain = run(16), run(1)
+    torch.testing.assert_close(padded[0], plain[0], rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(padded[1], plain[1], rtol=1e-6, atol=1e-6)
+    assert padded[2].shape[-1] == vocab and torch.isfinite(padded[1]).all()
+    torch.testing.assert_close(padded[2], plain[2], rtol=1e-6, atol=1e-6)
+    assert (padded[1][0, -3:] == 0).all()
+    for a, b in zip(padded[3], plain[3]):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
