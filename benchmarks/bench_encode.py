@@ -21,6 +21,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,11 +34,64 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
 
 
+def descendants() -> list[int]:
+    """Pids of this process's children, grandchildren and so on: the encoding workers."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [os.getpid()]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def private_mb(pid: int) -> float:
+    """Unique set size: the pages only this process holds. Forked workers share the rest
+    with this process, so the sum over workers is the memory they add."""
+    total = 0
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(line.split()[1])
+    except OSError:
+        pass
+    return total / 1024
+
+
+class WorkerMemory:
+    """The peak, over time, of the summed memory of this process's descendants."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak = max(self.peak, sum(private_mb(pid) for pid in descendants()))
+
+    def __enter__(self) -> WorkerMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def measure(path: Path, level: str, cache_dir: Path) -> dict[str, float]:
     sys.path.insert(0, str(REPO))
     import torch  # noqa: F401  (loaded before the baseline, as in a real run)
 
     from lmcli.data import DataConfig, load_corpus
+    from lmcli.parallel import worker_count
     from lmcli.tokencache import TokenCache
 
     baseline = rss_mb()
@@ -49,9 +103,10 @@ def measure(path: Path, level: str, cache_dir: Path) -> dict[str, float]:
             marks.append((str(info["name"]), time.perf_counter()))
 
     start = time.perf_counter()
-    data = load_corpus([path], DataConfig(level=level, min_freq=2, valid_fraction=0.0,
-                                          vocab_size=8000 if level in ("bpe", "unigram") else None),
-                       on_event=on_event, cache=TokenCache(cache_dir))
+    with WorkerMemory() as workers:
+        data = load_corpus([path], DataConfig(level=level, min_freq=2, valid_fraction=0.0,
+                                              vocab_size=8000 if level in ("bpe", "unigram") else None),
+                           on_event=on_event, cache=TokenCache(cache_dir))
     end = time.perf_counter()
     int(data.train[::1024].astype("int64").sum())  # page the whole map in, as training does
     for (name, t0), (_, t1) in zip(marks, [*marks[1:], ("end", end)]):
@@ -68,6 +123,8 @@ def measure(path: Path, level: str, cache_dir: Path) -> dict[str, float]:
         "peak_rss_mb": rss_mb(),
         "baseline_rss_mb": baseline,
         "peak_over_baseline_mb": rss_mb() - baseline,
+        "workers": worker_count(int(path.stat().st_size)) if level == "word" else 1,
+        "workers_peak_mb": workers.peak,
     }
 
 
@@ -103,12 +160,15 @@ def main() -> None:
                       f"({r['array_mb']:.0f} MB array) in {r['seconds']:.1f} s = {r['mb_per_s']:.1f} MB/s "
                       f"overall [{phases}]; peak RSS {r['peak_rss_mb']:.0f} MB "
                       f"({r['peak_over_baseline_mb']:.0f} MB over the {r['baseline_rss_mb']:.0f} MB "
-                      f"baseline = {r['peak_over_baseline_mb'] / max(r['array_mb'], 1e-9):.2f}x the array)",
+                      f"baseline = {r['peak_over_baseline_mb'] / max(r['array_mb'], 1e-9):.2f}x the array)"
+                      + (f"; {r['workers']} worker processes, together at most {r['workers_peak_mb']:.0f} MB "
+                         "of their own (unique set size)" if r["workers"] > 1 and run == "first run" else ""),
                       flush=True)
                 print("summary:", json.dumps({
                     "benchmark": f"encoding {level} ({run})", "reference": None,
                     "mb_per_s": r["mb_per_s"], "peak_over_array": r["peak_over_baseline_mb"] / max(r["array_mb"], 1e-9),
-                    "peak_over_baseline_mb": r["peak_over_baseline_mb"], "array_mb": r["array_mb"]}), flush=True)
+                    "peak_over_baseline_mb": r["peak_over_baseline_mb"], "array_mb": r["array_mb"],
+                    "workers": r["workers"], "workers_peak_mb": r["workers_peak_mb"]}), flush=True)
             if args.train_steps:
                 train(path, level, args.train_steps, Path(tmp), r["array_mb"])
             path.unlink()

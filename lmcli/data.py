@@ -27,7 +27,9 @@ import torch
 from lmcli.errors import LmcliError, UsageError
 from lmcli.tokencache import (CACHE_VERSION, TokenCache, encode_to_file, fingerprint,
                               tokenizer_fingerprint)
-from lmcli.tokenizers import EOS_ID, Tokenizer, array_dtype, build_tokenizer, normalize_line
+from lmcli.parallel import map_blocks, worker_count
+from lmcli.tokenizers import (EOS_ID, Tokenizer, array_dtype, build_tokenizer, encode_block,
+                              normalize_line)
 
 CHUNK_BYTES = 4 << 20
 PAD_TARGET = -100  # a target that is padding: cross_entropy's ignore_index, never scored
@@ -289,11 +291,13 @@ class _ArrayBuilder:
         return array
 
 
-def encode_stream(tokenizer: Tokenizer, blocks: Iterable[Sequence[str]]) -> np.ndarray:
-    """The token stream of some blocks of lines: <EOS>, then each sentence and its <EOS>."""
+def encode_stream(tokenizer: Tokenizer, blocks: Iterable[Sequence[str]], workers: int = 1
+                  ) -> np.ndarray:
+    """The token stream of some blocks of lines: <EOS>, then each sentence and its <EOS>;
+    encoded in ``workers`` processes when more than one."""
     builder = _ArrayBuilder(array_dtype(tokenizer.vocab_size))
-    for lines in blocks:
-        builder.add(tokenizer.encode_lines(lines))
+    for ids in map_blocks(encode_block, tokenizer, blocks, workers):
+        builder.add(ids)
     return builder.build()
 
 
@@ -379,6 +383,10 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
               "held_out": held_out.ranges, "encoding": config.encoding, "errors": config.errors}
     vocab_key = fingerprint(CACHE_VERSION, source, config.level, config.vocab_size,
                             config.min_freq, config.lowercase)
+    # Word counting and encoding are Python loops: a large corpus runs them in a process
+    # per CPU (char encoding is numpy already, subwords are sentencepiece's).
+    workers = worker_count(total) if config.level == "word" else 1
+
     def blocks() -> tuple[Iterator[list[str]], Iterator[list[str]] | None]:
         """A fresh pass over the (training, validation) lines; validation may be None."""
         valid_blocks = (valid_files.line_blocks() if valid_files is not None
@@ -391,7 +399,8 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
         emit("phase", {"name": "building vocabulary", "total_bytes": total})
         tokenizer = build_tokenizer(
             config.level, ("\n".join(lines) + "\n" for lines in blocks()[0]),
-            vocab_size=config.vocab_size, min_freq=config.min_freq, lowercase=config.lowercase)
+            vocab_size=config.vocab_size, min_freq=config.min_freq, lowercase=config.lowercase,
+            workers=workers)
         if cache is not None:
             cache.store_tokenizer(vocab_key, tokenizer)
 
@@ -406,13 +415,14 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
         streams = None
         if cache is not None:
             try:
-                streams = _encode_into_cache(cache, streams_key, tokenizer, train_blocks, valid_blocks)
+                streams = _encode_into_cache(cache, streams_key, tokenizer, train_blocks, valid_blocks,
+                                             workers)
             except OSError as error:  # full disk, read-only folder: encode in memory instead
                 emit("warning", {"message": f"token cache not written ({error}); encoding in memory"})
                 emit("phase", {"name": "encoding", "total_bytes": total})
                 train_blocks, valid_blocks = blocks()
         if streams is None:
-            streams = (encode_stream(tokenizer, train_blocks),
+            streams = (encode_stream(tokenizer, train_blocks, workers),
                        encode_stream(tokenizer, valid_blocks) if valid_blocks is not None else None)
         train, valid = streams
     if valid_files is not None and valid is not None and len(valid) <= 1:
@@ -426,11 +436,11 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
 
 def _encode_into_cache(cache: TokenCache, key: str, tokenizer: Tokenizer,
                        train_blocks: Iterable[Sequence[str]],
-                       valid_blocks: Iterable[Sequence[str]] | None
+                       valid_blocks: Iterable[Sequence[str]] | None, workers: int = 1
                        ) -> tuple[np.ndarray, np.ndarray | None]:
     folder = cache.new_entry(key)
     try:
-        train_count = encode_to_file(tokenizer, train_blocks, folder / "train.bin")
+        train_count = encode_to_file(tokenizer, train_blocks, folder / "train.bin", workers)
         valid_count = (encode_to_file(tokenizer, valid_blocks, folder / "valid.bin")
                        if valid_blocks is not None else None)
         return cache.commit(key, folder, array_dtype(tokenizer.vocab_size), train_count, valid_count)

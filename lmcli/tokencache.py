@@ -33,7 +33,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-from lmcli.tokenizers import EOS_ID, Tokenizer, array_dtype, tokenizer_from_state
+from lmcli.parallel import map_blocks
+from lmcli.tokenizers import EOS_ID, Tokenizer, array_dtype, encode_block, tokenizer_from_state
 
 CACHE_VERSION = 1
 CACHE_DIR_NAME = ".lmcli-tokens"
@@ -79,12 +80,14 @@ class TokenWriter:
         return self.count
 
 
-def encode_to_file(tokenizer: Tokenizer, blocks: Iterable[Sequence[str]], path: Path) -> int:
-    """Stream blocks of lines through the tokenizer into ``path``; returns the id count."""
+def encode_to_file(tokenizer: Tokenizer, blocks: Iterable[Sequence[str]], path: Path,
+                   workers: int = 1) -> int:
+    """Stream blocks of lines through the tokenizer (in ``workers`` processes when more than
+    one) into ``path``; returns the id count."""
     writer = TokenWriter(path, array_dtype(tokenizer.vocab_size))
     try:
-        for lines in blocks:
-            writer.add(tokenizer.encode_lines(lines))
+        for ids in map_blocks(encode_block, tokenizer, blocks, workers):
+            writer.add(ids)
     except BaseException:
         writer.handle.close()
         raise

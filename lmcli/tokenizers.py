@@ -33,6 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from lmcli.errors import LmcliError, UsageError
+from lmcli.parallel import map_blocks
 
 EOS_ID = 0
 UNK_ID = 1
@@ -298,6 +299,11 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
 # ----------------------------------------------------------------------------- building
 
 
+def encode_block(tokenizer: Tokenizer, lines: Sequence[str]) -> np.ndarray:
+    """``tokenizer.encode_lines(lines)`` as a function of both: a task for worker processes."""
+    return tokenizer.encode_lines(lines)
+
+
 def _select_vocabulary(counts: Counter[str], vocab_size: int | None, min_freq: int) -> list[str]:
     """Specials, then tokens seen at least ``min_freq`` times, most frequent first.
 
@@ -323,22 +329,32 @@ def count_chars(chunks: Iterable[str], lowercase: bool) -> Counter[str]:
     return Counter({chr(cp): int(totals[cp]) for cp in present})
 
 
-def count_words(chunks: Iterable[str], lowercase: bool) -> Counter[str]:
-    """Word counts (KenLM whitespace split); literal <unk> markers are not words."""
+def _count_chunk(lowercase: bool, chunk: str) -> Counter[str]:
+    return Counter(_WORD.findall(chunk.lower() if lowercase else chunk))
+
+
+def count_words(chunks: Iterable[str], lowercase: bool, workers: int = 1) -> Counter[str]:
+    """Word counts (KenLM whitespace split); literal <unk> markers are not words. With
+    ``workers`` > 1 the chunks are counted in that many processes."""
     counts: Counter[str] = Counter()
-    for chunk in chunks:
-        counts.update(_WORD.findall(chunk.lower() if lowercase else chunk))
+    if workers <= 1:
+        for chunk in chunks:
+            counts.update(_WORD.findall(chunk.lower() if lowercase else chunk))
+    else:
+        for part in map_blocks(_count_chunk, lowercase, chunks, workers):
+            counts.update(part)
     for marker in UNKNOWN_WORD_MARKERS | {EOS}:
         counts.pop(marker, None)
     return counts
 
 
 def build_tokenizer(level: str, chunks: Iterable[str], *, vocab_size: int | None = None,
-                    min_freq: int = 1, lowercase: bool = False) -> Tokenizer:
+                    min_freq: int = 1, lowercase: bool = False, workers: int = 1) -> Tokenizer:
     """Learn a tokenizer from text ``chunks`` (each a run of whole lines, streamed).
 
     ``vocab_size`` counts every id, <EOS> and <UNK> included (the output layer's size);
-    ``min_freq`` keeps char and word tokens seen at least that many times.
+    ``min_freq`` keeps char and word tokens seen at least that many times. ``workers``
+    processes count words (the other levels ignore it).
     """
     if level not in LEVELS:
         raise UsageError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
@@ -350,7 +366,7 @@ def build_tokenizer(level: str, chunks: Iterable[str], *, vocab_size: int | None
         counts = count_chars(chunks, lowercase)
         tokenizer: Tokenizer = CharTokenizer(_select_vocabulary(counts, vocab_size, min_freq), lowercase)
     elif level == "word":
-        counts = count_words(chunks, lowercase)
+        counts = count_words(chunks, lowercase, workers)
         tokenizer = WordTokenizer(_select_vocabulary(counts, vocab_size, min_freq), lowercase)
     else:
         tokenizer = train_sentencepiece(level, chunks, vocab_size=vocab_size or 8000,
