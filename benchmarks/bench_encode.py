@@ -123,7 +123,8 @@ def measure(path: Path, level: str, cache_dir: Path) -> dict[str, float]:
         "peak_rss_mb": rss_mb(),
         "baseline_rss_mb": baseline,
         "peak_over_baseline_mb": rss_mb() - baseline,
-        "workers": worker_count(int(path.stat().st_size)) if level == "word" else 1,
+        "workers": (worker_count(int(path.stat().st_size))
+                    if level == "word" and "encoded before (cached)" not in phases else 1),
         "workers_peak_mb": workers.peak,
     }
 

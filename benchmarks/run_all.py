@@ -88,6 +88,12 @@ def absolute_cell(summary: dict) -> str:
             if "peak_over_array" in summary:
                 text += (f"; peak memory {summary['peak_over_baseline_mb']:,.0f} MB over baseline = "
                          f"{summary['peak_over_array']:.2f}x the {summary['array_mb']:,.0f} MB token array")
+            if "peak_share" in summary:
+                text += (f"; {summary['peak_share']:.0%} of the float32 matmul peak, which would "
+                         f"allow at most {summary['ceiling']:.1f}x")
+            if summary.get("workers", 1) > 1 and "workers_peak_mb" in summary:
+                text += (f"; {summary['workers']} worker processes, "
+                         f"{summary['workers_peak_mb']:,.0f} MB of their own")
             if "reference_perplexity" in summary:
                 text += f" (full softmax {summary['reference_perplexity']:.2f})"
             return text
