@@ -116,10 +116,12 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                  "tie_weights": False, "dropout": 0.0, "optimizer": "adam", "lr": 4e-3,
                  "lr_schedule": "cosine", "seq_len": 64, "batch_size": 32, "batching": "stream"},
         # 15 minutes on one core: the rate 8e-3 gave 1.332 test bits (stream), against
-        # 1.346 at 6e-3, 1.340 at 1.2e-2 and 1.400 at the 3e-3 that held this place.
+        # 1.346 at 6e-3, 1.340 at 1.2e-2 and 1.400 at the 3e-3 that held this place. Then
+        # fewer lanes, for more updates a minute at nearly the same tokens a second: 12
+        # gave 1.322 (1.368 by sentence), 8 1.323 (1.364), 16 1.321 (1.393), 32 1.336 (1.404).
         "small": {"model": "lstm", "layers": 1, "embed_dim": 64, "hidden_dim": 512,
                   "tie_weights": False, "dropout": 0.0, "optimizer": "adamw", "lr": 8e-3,
-                  "warmup": 100, "lr_schedule": "cosine", "seq_len": 128, "batch_size": 32,
+                  "warmup": 100, "lr_schedule": "cosine", "seq_len": 128, "batch_size": 12,
                   "batching": "stream"},
         "medium": {"model": "lstm", "layers": 2, "embed_dim": 128, "hidden_dim": 512,
                    "tie_weights": False, "dropout": 0.1, "dropout_input": 0.1,
@@ -202,7 +204,8 @@ MODEL_FIELDS = ("layers", "embed_dim", "hidden_dim", "dropout", "tie_weights", "
                 "dropout_hidden", "dropout_embed", "weight_drop", "softmax", "cutoffs")
 TRAIN_FIELDS = ("seq_len", "batch_size", "epochs", "max_steps", "time_limit", "optimizer", "lr",
                 "clip", "weight_decay", "lr_decay", "lr_schedule", "warmup", "ar", "tar", "nonmono",
-                "batching", "sentence_phase", "patience", "lr_patience", "eval_every", "seed", "device", "amp")
+                "batching", "sentence_phase", "patience", "lr_patience", "eval_every", "seed", "device", "amp",
+                "compile")
 
 
 def default_out_dir(corpus: list[str], level: str, cell: str, root: Path = DEFAULT_ROOT) -> Path:
