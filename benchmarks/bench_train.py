@@ -9,6 +9,14 @@ loop's is tokens over the wall time of its steps. Printed: medians, and the medi
     python benchmarks/bench_train.py                       # bundled KJV, word-level GRU
     python benchmarks/bench_train.py --corpus kjv_full.txt --rounds 3
     python benchmarks/bench_train.py --corpus corpora/tang_poems.txt --level char --cell lstm
+    python benchmarks/bench_train.py --compile              # also lmcli train --compile
+    python benchmarks/bench_train.py --gpu-target           # issue 6's GPU shape, on CUDA
+
+`--gpu-target` is the shape of the GPU target: LSTM 2x1024, embedding 1024, a 10k
+vocabulary (a Zipf-distributed synthetic corpus), batch 64, BPTT 128, on `cuda`. lmcli
+trains with `--amp` (and its fused optimiser, pinned non-blocking copies); the hand loop is
+the same model in plain fp32, the "without the optimisations" reference; the share of the
+GPU's dense bf16 peak is printed from lmcli's own FLOP count.
 
 Not part of the test suite: timings depend on the machine and on what else it is doing.
 """
@@ -40,6 +48,7 @@ def hand_loop(args: argparse.Namespace) -> float:
     data = load_corpus([args.corpus], DataConfig(level=args.level, min_freq=args.min_freq,
                                                  vocab_size=args.vocab_size, valid_fraction=0.0))
     vocab = data.tokenizer.vocab_size
+    device = torch.device(args.device)
     torch.manual_seed(0)
 
     class Model(nn.Module):
@@ -56,9 +65,9 @@ def hand_loop(args: argparse.Namespace) -> float:
             out, hidden = self.rnn(self.drop(self.embedding(x)), hidden)
             return self.decoder(self.drop(out)), hidden
 
-    model = Model()
+    model = Model().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-3)
-    tokens = torch.from_numpy(data.train.astype("int64"))
+    tokens = torch.from_numpy(data.train.astype("int64")).to(device)
     lanes = tokens[: len(tokens) // args.batch_size * args.batch_size].view(args.batch_size, -1)
     hidden = None
     steps = 0
@@ -89,7 +98,10 @@ def hand_loop(args: argparse.Namespace) -> float:
     return args.steps * args.batch_size * args.seq_len / (time.perf_counter() - start)
 
 
-def lmcli_run(args: argparse.Namespace) -> tuple[float, float]:
+def lmcli_run(args: argparse.Namespace, compile_step: bool = False) -> tuple[float, float, float, float | None]:
+    """lmcli's steady tokens/s, its tokens/s over the whole session, the seconds to the end
+    of the first step (for --compile, the compiling), and the steady rate's share of the
+    GPU's dense peak (None on a CPU or a GPU lmcli has no peak for)."""
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "lmcli", "train", str(args.corpus.resolve()), "--json", "--no-sample",
                    "--level", args.level, "--model", args.cell, "--layers", str(args.layers),
@@ -97,12 +109,14 @@ def lmcli_run(args: argparse.Namespace) -> tuple[float, float]:
                    "--dropout", str(args.dropout), "--no-tie-weights",
                    "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len),
                    "--max-steps", str(args.warmup + args.steps), "--valid-fraction", "0",
-                   "--lr", "2e-3", "--clip", "1.0", "--device", "cpu", "-o", f"{out}/run",
+                   "--lr", "2e-3", "--clip", "1.0", "--device", args.device, "-o", f"{out}/run",
                    # like for like with the hand loop: Adam, fp32, no extra regularisers
                    "--optimizer", "adam", "--lr-schedule", "plateau", "--warmup", "0",
-                   "--dropout-embed", "0", "--weight-drop", "0", "--no-amp",
+                   "--dropout-embed", "0", "--weight-drop", "0", "--amp" if args.amp else "--no-amp",
                    # and the same output layer (the word recipes pick an adaptive softmax)
                    "--softmax", "full"]
+        if compile_step:
+            command.append("--compile")
         if args.min_freq is not None:
             command += ["--min-freq", str(args.min_freq)]
         if args.vocab_size is not None:
@@ -116,11 +130,36 @@ def lmcli_run(args: argparse.Namespace) -> tuple[float, float]:
         finished = next(e for e in events if e["event"] == "finished")
         # Steady state, as the progress bar shows it: from the first report after the
         # warm-up steps to the last one (the hand loop also skips its warm-up steps).
-        first = next(e for e in progress if e["step"] >= args.warmup)
+        first = next((e for e in progress if e["step"] >= args.warmup), progress[-1])
         last = progress[-1]
         tokens = (last["step"] - first["step"]) * args.batch_size * args.seq_len
+        if last["elapsed"] - first["elapsed"] < 1.0:
+            raise SystemExit(f"lmcli trained {args.steps} steps in under a second of progress "
+                             "reports (one every 0.5 s): too short to time; raise --steps")
         steady = tokens / (last["elapsed"] - first["elapsed"])
-        return steady, float(finished["tokens_per_second"])
+        started = next(e for e in events if e["event"] == "started")
+        share = None
+        if finished.get("peak_share"):
+            peak = finished["achieved_flops"] / finished["peak_share"]
+            share = steady * started["flops_per_token"] / peak
+        return steady, float(finished["tokens_per_second"]), float(progress[0]["elapsed"]), share
+
+
+def synthetic_corpus(vocab: int, tokens: int) -> Path:
+    """A corpus of ``tokens`` words over ``vocab`` types with Zipf frequencies (p ~ 1/rank),
+    lines of 20 words; made once per shape in the temp folder, so every process of a run
+    (and the next run) reads the same file."""
+    path = Path(tempfile.gettempdir()) / f"lmcli-bench-zipf-{vocab}-{tokens}.txt"
+    if not path.exists():
+        import numpy as np
+
+        ranks = np.arange(1, vocab + 1)
+        ids = np.random.default_rng(0).choice(vocab, size=tokens, p=(1 / ranks) / (1 / ranks).sum())
+        words = np.array([f"w{i}" for i in range(vocab)])[ids].reshape(-1, 20)
+        partial = path.with_suffix(f".{os.getpid()}.part")
+        partial.write_text("\n".join(" ".join(line) for line in words) + "\n", encoding="utf-8")
+        partial.replace(path)
+    return path
 
 
 def main() -> None:
@@ -139,35 +178,75 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (both contenders)")
+    parser.add_argument("--amp", action="store_true", help="lmcli trains with --amp; the hand loop stays fp32")
+    parser.add_argument("--synthetic-vocab", type=int, default=None,
+                        help="train on a Zipf corpus of this many word types instead of --corpus")
+    parser.add_argument("--synthetic-tokens", type=int, default=2_000_000)
+    parser.add_argument("--gpu-target", action="store_true",
+                        help="issue 6's GPU shape: LSTM 2x1024, embed 1024, vocab 10k, batch 64, BPTT 128, "
+                             "cuda, lmcli with --amp (flags given after it still apply)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also run lmcli train --compile each round, and compare it with lmcli eager")
     parser.add_argument("--only-hand", action="store_true", help=argparse.SUPPRESS)
+    if "--gpu-target" in sys.argv[1:]:
+        parser.set_defaults(cell="lstm", embed_dim=1024, hidden_dim=1024, batch_size=64, seq_len=128,
+                            synthetic_vocab=10_000, synthetic_tokens=4_000_000, min_freq=1, device="cuda",
+                            amp=True, steps=600)
     args = parser.parse_args()
+    if args.synthetic_vocab:
+        args.corpus, args.level = synthetic_corpus(args.synthetic_vocab, args.synthetic_tokens), "word"
     if args.only_hand:
         print(hand_loop(args))
         return
-    hand, ours, whole = [], [], []
+    hand, ours, whole, first, shares = [], [], [], [], []
+    compiled, compiled_first = [], []
     for round_ in range(args.rounds):
         reference = subprocess.run([sys.executable, __file__, "--only-hand", *sys.argv[1:]],
                                    capture_output=True, text=True, check=True)
         hand.append(float(reference.stdout.strip().splitlines()[-1]))
-        steady, session = lmcli_run(args)
+        steady, session, seconds, share = lmcli_run(args)
+        shares.append(share)
         ours.append(steady)
         whole.append(session)
+        first.append(seconds)
+        extra = ""
+        if args.compile:
+            steady, _, seconds, _ = lmcli_run(args, compile_step=True)
+            compiled.append(steady)
+            compiled_first.append(seconds)
+            extra = f", lmcli train --compile {steady:,.0f} tok/s (first step at {seconds:.1f} s)"
         print(f"round {round_ + 1}: hand-written {hand[-1]:,.0f} tok/s, lmcli train {ours[-1]:,.0f} "
-              f"tok/s ({session:,.0f} over the whole session)", flush=True)
+              f"tok/s ({session:,.0f} over the whole session){extra}", flush=True)
     h, o = statistics.median(hand), statistics.median(ours)
     # Each round runs the two back to back, so its ratio compares them under the same
     # machine conditions; the median of those ratios is the headline figure.
     paired = statistics.median(mine / theirs for mine, theirs in zip(ours, hand))
     print(f"\n{args.cell} {args.layers}x{args.hidden_dim}, embed {args.embed_dim}, "
           f"{args.level} level, batch {args.batch_size} x {args.seq_len}, {args.steps} steps, "
-          f"{os.cpu_count()} CPUs, torch threads default")
+          f"{os.cpu_count()} CPUs, torch threads default, device {args.device}, "
+          f"lmcli {'--amp' if args.amp else 'fp32'}, hand loop fp32"
+          + (f", synthetic Zipf corpus of {args.synthetic_vocab:,} types" if args.synthetic_vocab else ""))
     print(f"hand-written loop  {h:>10,.0f} tok/s (median of {args.rounds})")
     print(f"lmcli train        {o:>10,.0f} tok/s (median of {args.rounds}; whole session "
           f"incl. warm-up and final save: {statistics.median(whole):,.0f})")
     print(f"ratio lmcli / hand {paired:>10.3f} (median of the {args.rounds} paired rounds; "
           f"ratio of medians {o / h:.3f})")
-    print("summary:", json.dumps({"benchmark": "training", "reference": "hand-written PyTorch loop",
-                                  "ratio": paired, "tokens_per_s": o, "reference_tokens_per_s": h}))
+    summary = {"benchmark": "training", "reference": "hand-written PyTorch loop",
+               "ratio": paired, "tokens_per_s": o, "reference_tokens_per_s": h}
+    if all(share is not None for share in shares):
+        share = statistics.median(shares)
+        print(f"lmcli's share of the GPU's dense {'bf16' if args.amp else 'fp32'} peak {share:.1%} "
+              "(steady rate x lmcli's model FLOPs per token)")
+        summary["peak_share"] = share
+    if args.compile:
+        c = statistics.median(compiled)
+        gain = statistics.median(mine / theirs for mine, theirs in zip(compiled, ours))
+        cost = statistics.median(c_first - e_first for c_first, e_first in zip(compiled_first, first))
+        print(f"lmcli --compile    {c:>10,.0f} tok/s (median of {args.rounds}); against lmcli eager "
+              f"{gain:.3f}x (median of the paired rounds), the first step {cost:.1f} s later")
+        summary.update(compiled_tokens_per_s=c, compiled_ratio=gain, compile_seconds=cost)
+    print("summary:", json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -352,6 +352,11 @@ def train(
                                              "(default: on where bf16 is native: Ampere+ GPUs, "
                                              "AVX512-BF16/AMX CPUs)",
                                              rich_help_panel=_RUN, show_default=False)] = None,
+    compile_step: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the "
+                                                      "training step with torch.compile: slower to "
+                                                      "start, maybe faster per step (measure with "
+                                                      "benchmarks/bench_train.py). (default: off)",
+                                                      rich_help_panel=_RUN, show_default=False)] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder. (default: "
                                              "checkpoints/CORPUS-LEVEL-MODEL-TIME)",
                                              rich_help_panel=_RUN, show_default=False)] = None,
@@ -368,7 +373,8 @@ def train(
     """Build the vocabulary and train a language model; save the best and the last checkpoints."""
     seconds = parse_duration(time_limit) if time_limit is not None else None
     budget = {"epochs": epochs, "max_steps": max_steps, "time_limit": seconds, "patience": patience,
-              "lr_patience": lr_patience, "eval_every": eval_every, "device": device, "amp": amp}
+              "lr_patience": lr_patience, "eval_every": eval_every, "device": device, "amp": amp,
+              "compile": compile_step}
     # Under torchrun every rank runs this command; rank 0 alone talks to the user.
     quiet = not env_world().main
     display = ui.TrainDisplay(json_mode=json_output)
@@ -404,7 +410,7 @@ def train(
             if fixed:
                 raise UsageError(f"--{fixed[0].replace('_', '-')} cannot change when resuming; "
                                  "only --epochs, --max-steps, --time-limit, --patience, "
-                                 "--lr-patience, --eval-every, --device and --amp can")
+                                 "--lr-patience, --eval-every, --device, --amp and --compile can")
             run_dir = out or ckpt.latest_run()
             if run_dir is None:
                 raise LmcliError("nothing to resume: no --out given and no run recorded in checkpoints/")
