@@ -238,7 +238,7 @@ def main() -> None:
         share = statistics.median(shares)
         print(f"lmcli's share of the GPU's dense {'bf16' if args.amp else 'fp32'} peak {share:.1%} "
               "(steady rate x lmcli's model FLOPs per token)")
-        summary["peak_share"] = share
+        summary["gpu_peak_share"] = share
     if args.compile:
         c = statistics.median(compiled)
         gain = statistics.median(mine / theirs for mine, theirs in zip(compiled, ours))

@@ -32,7 +32,7 @@ QUALITY_TRAIN = HERE / ".cache" / "quality" / "train.txt"
 
 # name -> (script, arguments, arguments with --quick)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
-    "train": ("bench_train.py", ["--rounds", "3"], ["--rounds", "1", "--steps", "60"]),
+    "train": ("bench_train.py", ["--rounds", "3", "--compile"], ["--rounds", "1", "--steps", "60", "--compile"]),
     "score": ("bench_score.py", [], ["--sentences", "3000", "--single", "300"]),
     "rerank": ("bench_rerank.py", [], ["--utterances", "300", "--single", "300"]),
     "encode": ("bench_encode.py", ["--size-mb", "200"], ["--size-mb", "30"]),
@@ -91,6 +91,11 @@ def absolute_cell(summary: dict) -> str:
             if "peak_share" in summary:
                 text += (f"; {summary['peak_share']:.0%} of the float32 matmul peak, which would "
                          f"allow at most {summary['ceiling']:.1f}x")
+            if "gpu_peak_share" in summary:
+                text += f"; {summary['gpu_peak_share']:.0%} of the GPU's dense peak"
+            if "compiled_ratio" in summary:
+                text += (f"; with --compile {summary['compiled_ratio']:.2f}x that "
+                         f"({summary['compile_seconds']:.0f} s more to the first step)")
             if summary.get("workers", 1) > 1 and "workers_peak_mb" in summary:
                 text += (f"; {summary['workers']} worker processes, "
                          f"{summary['workers_peak_mb']:,.0f} MB of their own")

@@ -90,8 +90,9 @@ class TrainConfig:
     device: str = "auto"
     amp: bool | None = None  # None: on where bf16 is native (recent GPUs, AVX512-BF16 CPUs)
     # The training forward pass through torch.compile (TorchInductor). Off by default: on
-    # a 2-core CPU it trained slower (0.81x eager in fp32, 0.91x in bf16, bench_train.py
-    # --compile) and waited 2-7 s for the compiler; on a GPU it is unmeasured.
+    # a 2-core CPU it trained no faster (0.81x and 0.99x eager in fp32 in two runs, 0.91x
+    # in bf16; bench_train.py --compile) and waited 2-7 s for the compiler; on a GPU it is
+    # unmeasured.
     compile: bool = False
 
     # Settings that may change when a run is resumed (budgets and how to run).
