@@ -6,9 +6,9 @@ per CPU instead. On Linux the workers are forked (instant: a fork server or a sp
 process would first import the program, torch included, which took longer than a 60 MB
 corpus's whole vocabulary pass); they run only Python and numpy, never torch, so the
 fork does not meet torch's thread pools. Elsewhere they are spawned. Each gets the shared
-state (the tokenizer) once, and then one block (4 MB of lines) per task. At most ``2 x workers`` blocks are in flight, so memory stays bounded however
-long the corpus is; the results come back in input order, so the ids are the same as a
-serial pass's.
+state (the tokenizer) once, and then one block (4 MB of lines) per task. At most
+``2 x workers`` blocks are in flight, so memory stays bounded however long the corpus is;
+the results come back in input order, so the ids are the same as a serial pass's.
 """
 
 from __future__ import annotations

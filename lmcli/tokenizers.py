@@ -337,12 +337,8 @@ def count_words(chunks: Iterable[str], lowercase: bool, workers: int = 1) -> Cou
     """Word counts (KenLM whitespace split); literal <unk> markers are not words. With
     ``workers`` > 1 the chunks are counted in that many processes."""
     counts: Counter[str] = Counter()
-    if workers <= 1:
-        for chunk in chunks:
-            counts.update(_WORD.findall(chunk.lower() if lowercase else chunk))
-    else:
-        for part in map_blocks(_count_chunk, lowercase, chunks, workers):
-            counts.update(part)
+    for part in map_blocks(_count_chunk, lowercase, chunks, workers):
+        counts.update(part)  # merging a chunk's Counter costs what counting its list did
     for marker in UNKNOWN_WORD_MARKERS | {EOS}:
         counts.pop(marker, None)
     return counts
