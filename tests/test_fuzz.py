@@ -5,6 +5,8 @@ encoders agree, round trips hold, and every score is a finite log-probability.""
 from __future__ import annotations
 
 import math
+import re
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -14,7 +16,8 @@ from hypothesis import strategies as st
 
 from lmcli.model import RNNLM, ModelConfig
 from lmcli.scoring import score_sentences
-from lmcli.tokenizers import EOS, EOS_ID, UNK, UNK_ID, build_tokenizer, tokenizer_from_state
+from lmcli.tokenizers import (EOS, EOS_ID, UNK, UNK_ID, UNICODE_ONLY_SPACES, WHITESPACE, build_tokenizer,
+                              count_words, normalize_line, tokenizer_from_state)
 
 CORPUS = ["the moon rises over the sea", "a bird sings in the tree <unk>", "床前明月光 疑是地上霜",
           "naïve café — “quotes” and tabs\there", "emoji 🙂 and combining e\u0301"] * 4
@@ -114,3 +117,34 @@ def test_a_very_long_line_scores_like_its_parts_say() -> None:
     assert score.num_tokens == len(tokenizer.normalize(line)) + 1
     assert math.isfinite(score.logprob)
     assert np.isfinite(score.perplexity)
+
+
+SPACES = [" ", "\t", "\r", "\v", "\f", "\xa0", "\u2028", "\u3000", "\x1c", "\x85", "\x00"]
+lines_of_words = st.lists(st.lists(st.sampled_from(["the", "moon", "THE", "Σ", "ΟΔΟΣ", "<unk>", EOS,
+                                                    "床", "\x00", *SPACES]), max_size=12).map("".join),
+                          max_size=12)
+
+
+@FUZZ
+@given(lines=lines_of_words, lowercase=st.booleans())
+def test_word_blocks_encode_and_count_as_line_by_line(lines: list[str], lowercase: bool) -> None:
+    """The block encoder and counter (str.split where the text allows it, a regex pass
+    otherwise) against the plainest reading: each line normalised, then split on KenLM's
+    spaces. Blank lines, Unicode-only spaces, NUL words and final sigmas are in the mix."""
+    tokenizer = build_tokenizer("word", ["\n".join(CORPUS) + "\n"], lowercase=lowercase)
+    expected: list[int] = []
+    words: list[str] = []
+    for line in lines:
+        text = normalize_line(line, lowercase)
+        if text:
+            expected += tokenizer.encode(text) + [EOS_ID]
+            words += re.findall(r"[^ \t\n\r\v\f]+", text)
+    assert tokenizer.encode_lines(lines).tolist() == expected
+    counted = count_words(["\n".join(lines) + "\n"], lowercase)
+    assert counted == Counter(w for w in words if w not in ("<unk>", "<UNK>", EOS))
+
+
+def test_the_spaces_split_takes_beyond_kenlms_are_all_listed() -> None:
+    """The fast word path is exact only if it knows every space str.split() cuts at."""
+    extra = {chr(c) for c in range(0x110000) if chr(c).isspace()} - set(WHITESPACE)
+    assert extra == set(UNICODE_ONLY_SPACES)
