@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import lzma
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -25,11 +26,11 @@ import numpy as np
 import torch
 
 from lmcli.errors import LmcliError, UsageError
-from lmcli.tokencache import (CACHE_VERSION, TokenCache, encode_to_file, fingerprint,
-                              tokenizer_fingerprint)
+from lmcli.tokencache import (CACHE_VERSION, TokenCache, TokenWriter, encode_to_file, fingerprint,
+                              renumber_file, tokenizer_fingerprint)
 from lmcli.parallel import map_blocks, worker_count
-from lmcli.tokenizers import (EOS_ID, Tokenizer, array_dtype, build_tokenizer, encode_block,
-                              normalize_line)
+from lmcli.tokenizers import (EOS_ID, Tokenizer, WordTally, array_dtype, build_tokenizer,
+                              check_vocabulary_settings, encode_block, normalize_line, survey_words)
 
 CHUNK_BYTES = 4 << 20
 PAD_TARGET = -100  # a target that is padding: cross_entropy's ignore_index, never scored
@@ -38,6 +39,10 @@ _COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 ProgressFn = Callable[[int], None]
 """Called with the number of bytes just read, for progress bars."""
+Blocks = Iterable[Sequence[str]]
+Streams = tuple[Tokenizer, np.ndarray, np.ndarray | None]
+"""A tokenizer and the training and validation token streams it encoded."""
+EncodeFn = Callable[[Blocks, Blocks | None], Streams]
 
 
 # ----------------------------------------------------------------------------- reading
@@ -360,7 +365,8 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
     With a ``cache`` the token streams are written to disk as they are encoded and come
     back as read-only memory maps (memory bounded by the page cache, not the corpus), and
     a corpus seen before with the same settings skips the vocabulary and encoding passes.
-    Without one they are built in memory."""
+    Without one they are built in memory. A word vocabulary is learned in the same pass
+    that encodes the training lines (the phase "building vocabulary and encoding")."""
     emit = on_event or (lambda kind, info: None)
     files = TextFiles.of(paths, config.encoding, config.errors)
     total = files.size_bytes()
@@ -393,38 +399,67 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
                         else _split_blocks(files, held_out, True) if held_out else None)
         return _split_blocks(files, held_out, False, progress), valid_blocks
 
+    def streams_key(tokenizer: Tokenizer) -> str:
+        return fingerprint(CACHE_VERSION, source, tokenizer_fingerprint(tokenizer))
+
+    def attempt(phase: str, into_cache: EncodeFn | None, in_memory: EncodeFn) -> Streams:
+        """Encode into the cache, or in memory where there is none or it cannot be written
+        (full disk, read-only folder); each try gets a fresh pass over the lines."""
+        emit("phase", {"name": phase, "total_bytes": total})
+        if into_cache is not None:
+            try:
+                return into_cache(*blocks())
+            except OSError as error:
+                emit("warning", {"message": f"token cache not written ({error}); encoding in memory"})
+                emit("phase", {"name": phase, "total_bytes": total})
+        return in_memory(*blocks())
+
     if tokenizer is None and cache is not None:
         tokenizer = cache.load_tokenizer(vocab_key)
-    if tokenizer is None:
-        emit("phase", {"name": "building vocabulary", "total_bytes": total})
-        tokenizer = build_tokenizer(
-            config.level, ("\n".join(lines) + "\n" for lines in blocks()[0]),
-            vocab_size=config.vocab_size, min_freq=config.min_freq, lowercase=config.lowercase,
-            workers=workers)
+    if tokenizer is None and config.level == "word":
+        # One pass learns the vocabulary and encodes the training lines with it.
+        check_vocabulary_settings(config.level, config.vocab_size, config.min_freq)
+
+        def words_into_cache(train_blocks: Blocks, valid_blocks: Blocks | None) -> Streams:
+            assert cache is not None
+            return _learn_words_into_cache(cache, vocab_key, streams_key, config, train_blocks,
+                                           valid_blocks, workers)
+
+        def words_in_memory(train_blocks: Blocks, valid_blocks: Blocks | None) -> Streams:
+            learned, train = _learn_words_in_memory(config, train_blocks, workers)
+            return learned, train, _stream_or_none(learned, valid_blocks)
+
+        tokenizer, train, valid = attempt("building vocabulary and encoding",
+                                          words_into_cache if cache is not None else None,
+                                          words_in_memory)
         if cache is not None:
             cache.store_tokenizer(vocab_key, tokenizer)
-
-    train_blocks, valid_blocks = blocks()
-    streams_key = fingerprint(CACHE_VERSION, source, tokenizer_fingerprint(tokenizer))
-    cached = cache.load_streams(streams_key) if cache is not None else None
-    if cached is not None:
-        emit("phase", {"name": "encoded before (cached)", "total_bytes": 0})
-        train, valid = cached
     else:
-        emit("phase", {"name": "encoding", "total_bytes": total})
-        streams = None
-        if cache is not None:
-            try:
-                streams = _encode_into_cache(cache, streams_key, tokenizer, train_blocks, valid_blocks,
-                                             workers)
-            except OSError as error:  # full disk, read-only folder: encode in memory instead
-                emit("warning", {"message": f"token cache not written ({error}); encoding in memory"})
-                emit("phase", {"name": "encoding", "total_bytes": total})
-                train_blocks, valid_blocks = blocks()
-        if streams is None:
-            streams = (encode_stream(tokenizer, train_blocks, workers),
-                       encode_stream(tokenizer, valid_blocks) if valid_blocks is not None else None)
-        train, valid = streams
+        if tokenizer is None:
+            emit("phase", {"name": "building vocabulary", "total_bytes": total})
+            tokenizer = build_tokenizer(
+                config.level, ("\n".join(lines) + "\n" for lines in blocks()[0]),
+                vocab_size=config.vocab_size, min_freq=config.min_freq, lowercase=config.lowercase,
+                workers=workers)
+            if cache is not None:
+                cache.store_tokenizer(vocab_key, tokenizer)
+        known: Tokenizer = tokenizer
+
+        def into_cache(train_blocks: Blocks, valid_blocks: Blocks | None) -> Streams:
+            assert cache is not None
+            return known, *_encode_into_cache(cache, streams_key(known), known, train_blocks,
+                                              valid_blocks, workers)
+
+        def in_memory(train_blocks: Blocks, valid_blocks: Blocks | None) -> Streams:
+            return (known, encode_stream(known, train_blocks, workers),
+                    _stream_or_none(known, valid_blocks))
+
+        cached = cache.load_streams(streams_key(known)) if cache is not None else None
+        if cached is not None:
+            emit("phase", {"name": "encoded before (cached)", "total_bytes": 0})
+            train, valid = cached
+        else:
+            _, train, valid = attempt("encoding", into_cache if cache is not None else None, in_memory)
     if valid_files is not None and valid is not None and len(valid) <= 1:
         raise LmcliError(f"validation file has no text: {valid_files.paths[0]}")
     if valid is not None and len(valid) <= 1:
@@ -444,6 +479,55 @@ def _encode_into_cache(cache: TokenCache, key: str, tokenizer: Tokenizer,
         valid_count = (encode_to_file(tokenizer, valid_blocks, folder / "valid.bin")
                        if valid_blocks is not None else None)
         return cache.commit(key, folder, array_dtype(tokenizer.vocab_size), train_count, valid_count)
+    except BaseException:
+        cache.discard(folder)
+        raise
+
+
+def _stream_or_none(tokenizer: Tokenizer, blocks: Blocks | None) -> np.ndarray | None:
+    return encode_stream(tokenizer, blocks) if blocks is not None else None
+
+
+def learn_words(config: DataConfig, blocks: Blocks, workers: int, keep: Callable[[np.ndarray], None]
+                ) -> tuple[Tokenizer, np.ndarray]:
+    """Learn a word vocabulary and encode the lines in the same pass (in ``workers``
+    processes when more than one): ``keep`` gets each block's ids under provisional
+    numbers, which the returned table maps to the tokenizer's ids. The tokenizer is the
+    one :func:`build_tokenizer` learns from the same lines."""
+    tally = WordTally()
+    texts = map("\n".join, blocks) if workers > 1 else blocks
+    for block in map_blocks(survey_words, config.lowercase, texts, workers):
+        keep(tally.add(block))
+    tokenizer = tally.tokenizer(config.vocab_size, config.min_freq, config.lowercase)
+    return tokenizer, tally.renumbering(tokenizer)
+
+
+def _learn_words_in_memory(config: DataConfig, blocks: Blocks, workers: int
+                           ) -> tuple[Tokenizer, np.ndarray]:
+    parts: deque[np.ndarray] = deque()
+    tokenizer, table = learn_words(config, blocks, workers, parts.append)
+    builder = _ArrayBuilder(table.dtype)
+    while parts:  # each block's provisional ids go as its final ones come
+        builder.add(table[parts.popleft()])
+    return tokenizer, builder.build()
+
+
+def _learn_words_into_cache(cache: TokenCache, vocab_key: str, streams_key: Callable[[Tokenizer], str],
+                            config: DataConfig, train_blocks: Blocks, valid_blocks: Blocks | None,
+                            workers: int) -> Streams:
+    """:func:`learn_words` with the provisional ids in a file of the cache entry, renumbered
+    into its train.bin once the vocabulary is known (disk: 4 bytes a token, meanwhile)."""
+    folder = cache.new_entry(vocab_key)
+    try:
+        provisional = folder / "words.bin"
+        with TokenWriter(provisional, np.dtype(np.int32)) as words:  # starts with 0, a line end
+            tokenizer, table = learn_words(config, train_blocks, workers, words.add)
+        train_count = renumber_file(provisional, words.count, table, folder / "train.bin")
+        provisional.unlink()
+        valid_count = (encode_to_file(tokenizer, valid_blocks, folder / "valid.bin")
+                       if valid_blocks is not None else None)
+        return tokenizer, *cache.commit(streams_key(tokenizer), folder, table.dtype, train_count,
+                                        valid_count)
     except BaseException:
         cache.discard(folder)
         raise

@@ -59,7 +59,8 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
 
 class TokenWriter:
     """Appends encoded blocks to a file of ``dtype`` ids, starting with one <EOS> (the
-    stream's implicit start, as :func:`lmcli.data.encode_stream` lays it out)."""
+    stream's implicit start, as :func:`lmcli.data.encode_stream` lays it out). As a context
+    manager it closes the file on the way out, without syncing it to disk."""
 
     def __init__(self, path: Path, dtype: np.dtype) -> None:
         self.path = path
@@ -74,24 +75,45 @@ class TokenWriter:
             self.count += len(ids)
 
     def close(self) -> int:
+        """Flush, sync to disk (the cache entry is about to be published) and close."""
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
         return self.count
+
+    def __enter__(self) -> TokenWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.handle.close()
 
 
 def encode_to_file(tokenizer: Tokenizer, blocks: Iterable[Sequence[str]], path: Path,
                    workers: int = 1) -> int:
     """Stream blocks of lines through the tokenizer (in ``workers`` processes when more than
     one) into ``path``; returns the id count."""
-    writer = TokenWriter(path, array_dtype(tokenizer.vocab_size))
-    try:
+    with TokenWriter(path, array_dtype(tokenizer.vocab_size)) as writer:
         for ids in map_blocks(encode_block, tokenizer, blocks, workers):
             writer.add(ids)
-    except BaseException:
-        writer.handle.close()
-        raise
-    return writer.close()
+        return writer.close()
+
+
+RENUMBER_IDS = 1 << 20  # ids renumbered at a time: 4 MB of int32 in
+
+
+def renumber_file(source: Path, count: int, table: np.ndarray, path: Path) -> int:
+    """Write ``table[ids]`` for the ``count`` ids of ``source`` (a :class:`TokenWriter`
+    file of int32, its leading <EOS> included) into a new one at ``path``; returns its id
+    count. Read piece by piece, not memory-mapped, so the source never stays resident."""
+    buffer = np.empty(min(RENUMBER_IDS, count), dtype=np.int32)
+    with open(source, "rb") as handle, TokenWriter(path, table.dtype) as writer:
+        handle.seek(buffer.itemsize)  # past the leading <EOS>: the writer writes its own
+        for start in range(1, count, RENUMBER_IDS):
+            piece = buffer[:min(RENUMBER_IDS, count - start)]
+            if handle.readinto(piece) != piece.nbytes:
+                raise OSError(f"{source} ended early")
+            writer.add(table[piece])
+        return writer.close()
 
 
 def open_tokens(path: Path, dtype: str, count: int) -> np.ndarray:

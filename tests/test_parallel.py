@@ -3,14 +3,16 @@ vocabulary and ids, in order, and a worker's error reaches the caller."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lmcli.data import DataConfig, load_corpus
+from lmcli.data import DataConfig, encode_stream, load_corpus
 from lmcli.errors import UsageError
 from lmcli.parallel import WORKERS_ENV, map_blocks, worker_count
+from lmcli import tokencache
 from lmcli.tokencache import TokenCache
 from lmcli.tokenizers import build_tokenizer, count_words, encode_block
 
@@ -67,3 +69,39 @@ def test_worker_count(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(WORKERS_ENV, "many")
     with pytest.raises(UsageError, match=WORKERS_ENV):
         worker_count(1000)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_one_pass_word_vocabulary_and_ids_are_the_two_pass_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workers: str) -> None:
+    """load_corpus learns a word vocabulary and encodes in one pass, numbering words as
+    first seen across blocks and renumbering at the end: the tokenizer and ids must be
+    exactly those of counting first and encoding after. Several files make several blocks;
+    literal <unk>/<EOS> words, a vocabulary cut inside a tie and lowercasing are in it."""
+    lines = english_lines(300)
+    lines[5] = "The <unk> AND <EOS> the  "
+    lines[150] = "   "
+    paths = []
+    for part in range(3):
+        paths.append(tmp_path / f"part{part}.txt")
+        paths[-1].write_text("\n".join(lines[part * 100:(part + 1) * 100]) + "\n", encoding="utf-8")
+    monkeypatch.setenv(WORKERS_ENV, workers)
+    monkeypatch.setattr(tokencache, "RENUMBER_IDS", 1000)  # the file is renumbered in several pieces
+    for config in (DataConfig(level="word", min_freq=2, vocab_size=40, valid_fraction=0.1, lowercase=True),
+                   DataConfig(level="word", valid_fraction=0.0)):
+        for cache in (None, TokenCache(tmp_path / f"cache-{config.lowercase}")):
+            data = load_corpus(paths, config, cache=cache)
+            held = data.held_out.mask(0, len(lines)) if data.held_out else np.zeros(len(lines), bool)
+            train_lines = [line for line, h in zip(lines, held) if not h]
+            reference = build_tokenizer("word", ["\n".join(train_lines) + "\n"], vocab_size=config.vocab_size,
+                                        min_freq=config.min_freq, lowercase=config.lowercase)
+            assert data.tokenizer.tokens == reference.tokens
+            assert data.train.tolist() == encode_stream(reference, [train_lines]).tolist()
+            if data.held_out:
+                valid_lines = [line for line, h in zip(lines, held) if h]
+                assert data.valid.tolist() == encode_stream(reference, [valid_lines]).tolist()
+            if cache is not None:  # the provisional ids are gone from the entry
+                (entry,) = cache.root.glob("tokens-*")
+                files = sorted(p.name for p in entry.iterdir())
+                assert files == ["meta.json", "train.bin"] + (["valid.bin"] if data.held_out else [])
+                shutil.rmtree(entry)
