@@ -28,7 +28,7 @@ import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import chain, count, filterfalse, repeat
+from itertools import chain, compress, count, filterfalse, repeat
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -314,11 +314,12 @@ def _select_vocabulary(counts: Counter[str], vocab_size: int | None, min_freq: i
 
     Ties break by the token's text so the same corpus always gives the same ids.
     """
-    kept = [(token, n) for token, n in counts.items() if n >= min_freq and token not in SPECIALS]
-    kept.sort(key=lambda item: (-item[1], item[0]))
+    tokens = sorted(token for token, n in counts.items() if n >= min_freq and token not in SPECIALS)
+    frequency = np.fromiter(map(counts.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+    order = np.argsort(-frequency, kind="stable")  # most frequent first, ties in text order
     if vocab_size is not None:
-        kept = kept[: max(0, vocab_size - len(SPECIALS))]
-    return [*SPECIALS, *(token for token, _ in kept)]
+        order = order[: max(0, vocab_size - len(SPECIALS))]
+    return [*SPECIALS, *map(tokens.__getitem__, order.tolist())]
 
 
 def count_chars(chunks: Iterable[str], lowercase: bool) -> Counter[str]:
@@ -451,20 +452,26 @@ class WordTally:
 
     def add(self, block: BlockWords) -> np.ndarray:
         """The block's tokens under provisional numbers (int32)."""
-        number = self.number
-        new = [word for word in block.words if word not in number]
-        if len(number) + len(new) >= np.iinfo(np.int32).max:
-            raise LmcliError("the corpus has over 2 billion distinct words; is it text?")
-        number.update(zip(new, count(len(number) + 1)))
-        table = np.zeros(len(block.words) + 1, dtype=np.int32)
-        table[1:] = np.fromiter(map(number.__getitem__, block.words), dtype=np.int32,
-                                count=len(block.words))
-        if len(number) >= len(self.counts):
-            grown = np.zeros(2 * len(number), dtype=np.int64)
+        number, known = self.number, len(self.number)
+        # One dict pass: a word seen before gets its number, a new one a placeholder above
+        # every number given so far; then the new ones are numbered in first-seen order.
+        table = np.zeros(len(block.words) + 1, dtype=np.int64)
+        table[1:] = np.fromiter(map(number.setdefault, block.words, count(known + 1)),
+                                dtype=np.int64, count=len(block.words))
+        fresh = table > known
+        new = int(fresh.sum())
+        if new:
+            if known + new >= np.iinfo(np.int32).max:
+                raise LmcliError("the corpus has over 2 billion distinct words; is it text?")
+            numbers = np.arange(known + 1, known + 1 + new)
+            number.update(zip(compress(block.words, fresh[1:].tolist()), numbers.tolist()))
+            table[fresh] = numbers
+        if known + new >= len(self.counts):
+            grown = np.zeros(2 * (known + new), dtype=np.int64)
             grown[:len(self.counts)] = self.counts
             self.counts = grown
         self.counts[table[1:]] += block.counts  # the numbers within a block are distinct
-        return table[block.ids]
+        return table.astype(np.int32)[block.ids]
 
     def tokenizer(self, vocab_size: int | None, min_freq: int, lowercase: bool) -> WordTokenizer:
         """The vocabulary :func:`build_tokenizer` learns from the same lines."""
