@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import random
+from collections import Counter
+
 import numpy as np
 import pytest
 import torch
 
 from lmcli.errors import LmcliError, UsageError
 from lmcli.tokenizers import (EOS, EOS_ID, UNK, UNK_ID, CharTokenizer, WordTokenizer,
-                              build_tokenizer, normalize_line, tokenizer_from_state)
+                              _select_vocabulary, build_tokenizer, normalize_line,
+                              tokenizer_from_state)
 
 CHINESE = "床前明月光，疑是地上霜。"
 EMOJI = "I 💜 🐍 and 👩‍👩‍👧 families"
@@ -89,6 +93,21 @@ def test_vocabulary_ties_break_by_text_so_ids_are_stable() -> None:
     first = build("char", ["zyx", "xyz"]).tokens
     second = build("char", ["xyz", "zyx"]).tokens
     assert first == second == [EOS, UNK, "x", "y", "z"]
+
+
+def test_vocabulary_is_most_frequent_first_then_by_text() -> None:
+    """The selection (a text sort, then a stable sort by count) against the plain key sort,
+    over many ties, non-ASCII text and the specials themselves among the counts."""
+    rng = random.Random(0)
+    counts = Counter({"".join(rng.choices("abZé🙂", k=rng.randint(1, 4))): rng.randint(1, 5)
+                      for _ in range(300)})
+    counts.update({EOS: 9, UNK: 2})
+    for vocab_size, min_freq in ((None, 1), (50, 1), (None, 3), (7, 2), (3, 1)):
+        expected = sorted((t for t in counts if counts[t] >= min_freq and t not in (EOS, UNK)),
+                          key=lambda t: (-counts[t], t))
+        if vocab_size is not None:
+            expected = expected[:vocab_size - 2]
+        assert _select_vocabulary(counts, vocab_size, min_freq) == [EOS, UNK, *expected]
 
 
 def test_lowercase() -> None:
