@@ -10,6 +10,10 @@ the same corpus again: the cache is hit, and only the hashing pass is left.
 
     python benchmarks/bench_encode.py --size-mb 200
     python benchmarks/bench_encode.py --size-mb 200 --levels char word bpe
+    python benchmarks/bench_encode.py --levels word --word-types 300000
+
+KJV poetry has 15k word types, so every dict lookup hits a small table; ``--word-types N``
+adds a word-level run on a Zipf corpus (p ~ 1/rank) of N types, as large text has.
 """
 
 from __future__ import annotations
@@ -137,27 +141,34 @@ def main() -> None:
                         help="then run `lmcli train` on the file for this many steps (default "
                              "recipe of the level, token cache as lmcli sets it up) and report its "
                              "wall time and peak memory")
+    parser.add_argument("--word-types", type=int, default=0,
+                        help="also encode a Zipf-distributed word corpus of this many types")
     parser.add_argument("--measure", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         print(json.dumps(measure(Path(args.measure[0]), args.measure[1], Path(args.measure[2]))))
         return
+    runs = [(level, level) for level in args.levels]
+    if args.word_types:
+        runs.append((f"word, Zipf {args.word_types:,} types", "word"))
     with tempfile.TemporaryDirectory() as tmp:
-        for level in args.levels:
-            source = (REPO / "corpora" / SOURCES[level]).read_bytes()
-            path = Path(tmp) / f"{level}.txt"
-            copies = max(1, round(args.size_mb * 1e6 / len(source)))
-            with open(path, "wb") as handle:
-                for _ in range(copies):
-                    handle.write(source)
-            cache = Path(tmp) / f"cache-{level}"
+        for name, level in runs:
+            path = Path(tmp) / f"{len(name)}-{level}.txt"
+            if name == level:
+                source = (REPO / "corpora" / SOURCES[level]).read_bytes()
+                with open(path, "wb") as handle:
+                    for _ in range(max(1, round(args.size_mb * 1e6 / len(source)))):
+                        handle.write(source)
+            else:
+                write_zipf(path, args.word_types, args.size_mb)
+            cache = Path(tmp) / f"cache-{len(name)}-{level}"
             for run in ("first run", "cached"):
                 result = subprocess.run([sys.executable, __file__, "--measure", str(path), level, str(cache)],
                                         capture_output=True, text=True, check=True)
                 r = json.loads(result.stdout.strip().splitlines()[-1])
                 phases = ", ".join(f"{k[:-9]} {v:.1f} MB/s" for k, v in r.items()
                                    if k.endswith("_mb_per_s") and k != "mb_per_s")
-                print(f"{level:>7} ({run}): {r['file_mb']:.0f} MB -> {r['tokens'] / 1e6:.1f}M tokens "
+                print(f"{name:>7} ({run}): {r['file_mb']:.0f} MB -> {r['tokens'] / 1e6:.1f}M tokens "
                       f"({r['array_mb']:.0f} MB array) in {r['seconds']:.1f} s = {r['mb_per_s']:.1f} MB/s "
                       f"overall [{phases}]; peak RSS {r['peak_rss_mb']:.0f} MB "
                       f"({r['peak_over_baseline_mb']:.0f} MB over the {r['baseline_rss_mb']:.0f} MB "
@@ -166,13 +177,28 @@ def main() -> None:
                          "of their own (unique set size)" if r["workers"] > 1 and run == "first run" else ""),
                       flush=True)
                 print("summary:", json.dumps({
-                    "benchmark": f"encoding {level} ({run})", "reference": None,
+                    "benchmark": f"encoding {name} ({run})", "reference": None,
                     "mb_per_s": r["mb_per_s"], "peak_over_array": r["peak_over_baseline_mb"] / max(r["array_mb"], 1e-9),
                     "peak_over_baseline_mb": r["peak_over_baseline_mb"], "array_mb": r["array_mb"],
                     "workers": r["workers"], "workers_peak_mb": r["workers_peak_mb"]}), flush=True)
             if args.train_steps:
                 train(path, level, args.train_steps, Path(tmp), r["array_mb"])
             path.unlink()
+
+
+def write_zipf(path: Path, types: int, size_mb: float) -> None:
+    """About ``size_mb`` MB of lines of 20 words drawn with p ~ 1/rank over ``types`` word
+    types (fixed seed), written a million words at a time."""
+    import numpy as np
+
+    ranks = np.arange(1, types + 1)
+    p = (1 / ranks) / (1 / ranks).sum()
+    names = np.array([f"w{i}" for i in range(types)])
+    rng = np.random.default_rng(0)
+    with open(path, "w", encoding="utf-8") as handle:
+        while handle.tell() < size_mb * 1e6:
+            words = names[rng.choice(types, size=1_000_000, p=p)].reshape(-1, 20)
+            handle.write("\n".join(" ".join(line) for line in words.tolist()) + "\n")
 
 
 def train(path: Path, level: str, steps: int, tmp: Path, array_mb: float) -> None:

@@ -27,9 +27,9 @@ import io
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain, compress, count, filterfalse, repeat
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -309,7 +309,7 @@ def encode_block(tokenizer: Tokenizer, lines: Sequence[str]) -> np.ndarray:
     return tokenizer.encode_lines(lines)
 
 
-def _select_vocabulary(counts: Counter[str], vocab_size: int | None, min_freq: int) -> list[str]:
+def _select_vocabulary(counts: Mapping[str, int], vocab_size: int | None, min_freq: int) -> list[str]:
     """Specials, then tokens seen at least ``min_freq`` times, most frequent first.
 
     Ties break by the token's text so the same corpus always gives the same ids.
@@ -386,7 +386,10 @@ def check_vocabulary_settings(level: str, vocab_size: int | None, min_freq: int)
         raise UsageError(f"--min-freq must be at least 1, got {min_freq}")
 
 
-def _learned(tokenizer: Tokenizer, min_freq: int) -> Tokenizer:
+T = TypeVar("T", bound="Tokenizer")
+
+
+def _learned(tokenizer: T, min_freq: int) -> T:
     if tokenizer.vocab_size <= len(SPECIALS):
         raise LmcliError("the corpus has no tokens to learn a vocabulary from"
                          + (f" (none is seen {min_freq} times; lower --min-freq)" if min_freq > 1 else ""))
@@ -475,12 +478,11 @@ class WordTally:
 
     def tokenizer(self, vocab_size: int | None, min_freq: int, lowercase: bool) -> WordTokenizer:
         """The vocabulary :func:`build_tokenizer` learns from the same lines."""
-        counts = Counter(dict(zip(self.number, self.counts[1:len(self.number) + 1].tolist())))
+        counts = dict(zip(self.number, self.counts[1:len(self.number) + 1].tolist()))
         for marker in UNKNOWN_WORD_MARKERS | {EOS}:
             counts.pop(marker, None)
-        tokenizer = WordTokenizer(_select_vocabulary(counts, vocab_size, min_freq), lowercase)
-        _learned(tokenizer, min_freq)
-        return tokenizer
+        return _learned(WordTokenizer(_select_vocabulary(counts, vocab_size, min_freq), lowercase),
+                        min_freq)
 
     def renumbering(self, tokenizer: WordTokenizer) -> np.ndarray:
         """Provisional number -> the tokenizer's id (<UNK> for words it does not keep);

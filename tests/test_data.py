@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lmcli import data
 from lmcli.data import (BpttBatches, DataConfig, HeldOut, TextFiles, chunk_lines, iter_chunks,
                         load_corpus)
 from lmcli.errors import LmcliError, UsageError
@@ -146,3 +147,23 @@ def test_bptt_partial_window_and_too_short_text() -> None:
     assert len(partial) == 3 and partial.window(2)[1].tolist() == [[9, 10]]
     with pytest.raises(LmcliError, match="too few"):
         BpttBatches(tokens, 4, 4)
+
+
+@pytest.mark.parametrize("scan", [3, 1 << 24])
+def test_sentences_are_found_between_eos_in_pieces(monkeypatch: pytest.MonkeyPatch, scan: int) -> None:
+    """(starts, ends) of every non-empty sentence, found a few tokens at a time or all at
+    once: leading, doubled and missing <EOS> and text after the last one included."""
+    monkeypatch.setattr(data, "SCAN_TOKENS", scan)
+    rng = np.random.default_rng(0)
+    streams = [[EOS_ID, 5, 6, EOS_ID, 7, EOS_ID], [5, 6, EOS_ID, EOS_ID, 7, 8, EOS_ID, 9], [EOS_ID], [4, 4],
+               rng.choice([EOS_ID, 3, 4, 5], size=500).tolist()]
+    for stream in streams:
+        expected, start = [], 0
+        for i, token in enumerate(stream):
+            if token == EOS_ID:
+                if i > start:
+                    expected.append((start, i))
+                start = i + 1
+        starts, ends = data.split_sentences(np.array(stream, dtype=np.uint16))
+        assert list(zip(starts.tolist(), ends.tolist())) == expected
+        assert starts.dtype == ends.dtype == np.int32
