@@ -167,3 +167,22 @@ def test_sentences_are_found_between_eos_in_pieces(monkeypatch: pytest.MonkeyPat
         starts, ends = data.split_sentences(np.array(stream, dtype=np.uint16))
         assert list(zip(starts.tolist(), ends.tolist())) == expected
         assert starts.dtype == ends.dtype == np.int32
+
+
+def test_sentence_order_is_the_permutation_runs_before_were_trained_with() -> None:
+    """The epoch order is shuffled in place in int32 to save memory; it must be exactly
+    rng.permutation's (and leave the generator where it did), or a run resumed from an
+    older checkpoint would see other batches than it was going to."""
+    tokens = np.array([EOS_ID] + [5, 6, EOS_ID, 7, EOS_ID, 8, 9, 9, EOS_ID] * 40, dtype=np.uint16)
+    batches = data.SentenceBatches(tokens, batch_size=4, seq_len=5, seed=3)
+    for epoch in (0, 1, 7):
+        batches.set_epoch(epoch)
+        rng = np.random.default_rng([3, epoch])
+        order = rng.permutation(len(batches.starts))
+        lengths = batches.ends - batches.starts + 1
+        pool = data.SentenceBatches.POOL * 4
+        for first in range(0, len(order), pool):
+            chunk = order[first:first + pool]
+            order[first:first + pool] = chunk[np.argsort(lengths[chunk], kind="stable")]
+        expected = order.reshape(-1, 4)[rng.permutation(len(order) // 4)]
+        assert batches.batches.tolist() == expected.tolist()
