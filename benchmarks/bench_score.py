@@ -6,6 +6,8 @@
 2. Generation: milliseconds per token for 50- and 1,000-token samples (lmcli carries the
    state, so the cost per token is flat), against recomputing the whole prefix at every
    step (the cost grows with the length).
+3. Many samples: ``generate(num_samples=N)`` samples them as one batch, against N calls
+   of one sample each (the same seeds' worth of work, 50 tokens each).
 
     python benchmarks/bench_score.py                      # word-level model on the KJV verses
     python benchmarks/bench_score.py --level char         # the same verses at char level
@@ -65,6 +67,7 @@ def main() -> None:
     parser.add_argument("--embed-dim", type=int, default=256)
     parser.add_argument("--hidden-dim", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=100, help="samples drawn together and one at a time")
     parser.add_argument("--single", type=int, default=1000,
                         help="sentences timed one at a time (the rate is extrapolated)")
     args = parser.parse_args()
@@ -129,6 +132,23 @@ def main() -> None:
         print("summary:", json.dumps({"benchmark": f"generation, {tokens} tokens",
                                       "reference": "recompute the prefix each step",
                                       "ratio": naive / carried, "ms_per_token": carried}))
+
+    samples = args.samples
+    print(f"\nmany samples: {samples} samples of 50 tokens")
+    config = SamplingConfig(max_tokens=50, lines=10**9)
+    start = time.perf_counter()
+    batch = generate(model, tokenizer, num_samples=samples, config=config, seed=0)
+    batched = samples / (time.perf_counter() - start)
+    assert all(len(sample.token_ids) == 50 for sample in batch)
+    start = time.perf_counter()
+    for i in range(samples):
+        generate(model, tokenizer, config=config, seed=i)
+    single = samples / (time.perf_counter() - start)
+    print(f"  one batch: {batched:8,.1f} samples/s; one sample at a time: {single:8,.1f} samples/s; "
+          f"ratio {batched / single:.1f}x")
+    print("summary:", json.dumps({"benchmark": f"sampling {samples} x 50 tokens",
+                                  "reference": "one sample at a time", "ratio": batched / single,
+                                  "tokens_per_s": batched * 50}))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ QUALITY_TRAIN = HERE / ".cache" / "quality" / "train.txt"
 # name -> (script, arguments, arguments with --quick)
 BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "train": ("bench_train.py", ["--rounds", "3", "--compile"], ["--rounds", "1", "--steps", "60", "--compile"]),
-    "score": ("bench_score.py", [], ["--sentences", "3000", "--single", "300"]),
+    "score": ("bench_score.py", [], ["--sentences", "3000", "--single", "300", "--samples", "30"]),
     "rerank": ("bench_rerank.py", [], ["--utterances", "300", "--single", "300"]),
     "encode": ("bench_encode.py", ["--size-mb", "200", "--word-types", "300000"],
                ["--size-mb", "30", "--word-types", "300000"]),
