@@ -28,7 +28,7 @@ import re
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import compress, count, filterfalse, repeat
+from itertools import chain, compress, count, filterfalse, repeat
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import numpy as np
