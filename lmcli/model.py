@@ -362,20 +362,28 @@ class RNNLM(nn.Module):
             state = self.initial_state(tokens.shape[0], tokens.device)
         weight = embedding_dropout(self.embedding.weight, config.dropout_embed, training)
         x = locked_dropout(F.embedding(tokens, weight), config.input_rate, training)  # (batch, time, embed)
+        raw, new_state = self._run_layers(x, state)
+        x = locked_dropout(raw, config.dropout, training)
+        activations = Activations(raw, x)
+        if self.projection is not None:
+            x = self.projection(x)
+        return x, new_state, activations
+
+    @torch.compiler.disable
+    def _run_layers(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """The recurrent layers (batch, time, embed) -> (batch, time, hidden), with locked
+        dropout between them, and their final states. Opaque to torch.compile: Dynamo does
+        not trace RNN modules, and a graph break inside this loop would make it give up on
+        the whole forward pass; outside it, what comes before and after compiles."""
+        config = self.config
         finals: list[tuple[torch.Tensor, ...]] = []
         for layer, rnn in enumerate(self.rnns):
             layer_state = tuple(s[layer:layer + 1] for s in state)
             x, final = self._run_layer(rnn, x, layer_state)  # (batch, time, hidden)
             finals.append(final)
             if layer < config.layers - 1:
-                x = locked_dropout(x, config.hidden_rate, training)
-        raw = x
-        x = locked_dropout(x, config.dropout, training)
-        activations = Activations(raw, x)
-        if self.projection is not None:
-            x = self.projection(x)
-        new_state = tuple(torch.cat([final[part] for final in finals]) for part in range(len(state)))
-        return x, new_state, activations
+                x = locked_dropout(x, config.hidden_rate, self.training)
+        return x, tuple(torch.cat([final[part] for final in finals]) for part in range(len(state)))
 
     def _run_layer(self, rnn: nn.Module, x: torch.Tensor, state: State
                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:

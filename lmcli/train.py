@@ -427,10 +427,12 @@ class _TrainStep(nn.Module):
 
 def compile_step(module: nn.Module) -> Callable[..., Any]:
     """``module`` through torch.compile, for ``--compile``. Dynamo leaves the recurrent
-    kernels to PyTorch (cuDNN, oneDNN) and fuses what surrounds them: embedding and locked
-    dropout, the output layer's bias and softmax, the loss, AR/TAR. Shapes are static (a
-    stream run has two window lengths at most, the last window of an epoch being shorter),
-    so each compiles once. A compiler that cannot run here (no C++ toolchain, an
+    kernels to PyTorch (cuDNN, oneDNN): it does not trace RNN modules, so the layers run as
+    one opaque call (:meth:`RNNLM._run_layers`; a break inside their loop made it skip the
+    whole forward pass, and only the loss compiled). It fuses what surrounds them:
+    embedding and locked dropout, the output layer's bias and softmax, the loss, AR/TAR.
+    Shapes are static (a stream run has two window lengths at most, the last window of an
+    epoch being shorter), so each compiles once. A compiler that cannot run here (no C++ toolchain, an
     unsupported platform) is one clear error at the first step rather than a traceback."""
     from torch._dynamo.exc import TorchDynamoException  # imported only when compiling
 

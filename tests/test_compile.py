@@ -45,6 +45,10 @@ def test_compiled_training_is_the_eager_training_and_resumes_either_way(tmp_path
     torch._dynamo.utils.counters.clear()
     compiled = start_run(request(tmp_path, "compiled", max_steps=4, compile=True), root=tmp_path / "ck")
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # it did compile
+    # and broke its graphs only at the recurrent layers' opaque call: an RNN module met in a
+    # loop made Dynamo run the whole forward pass eagerly
+    breaks = torch._dynamo.utils.counters["graph_break"]
+    assert breaks and all("_run_layers" in reason for reason in breaks), list(breaks)
     assert json.loads((tmp_path / "compiled" / "config.json").read_text())["train"]["compile"] is True
     # The last two steps eager: --compile is a way to run, like --device, not part of the model.
     compiled = resume_run(tmp_path / "compiled", overrides={"max_steps": 6, "compile": False},
