@@ -13,6 +13,7 @@ the results come back in input order, so the ids are the same as a serial pass's
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -72,7 +73,15 @@ def map_blocks(fn: Callable[[Any, Item], Result], shared: Any, items: Iterable[I
             yield fn(shared, item)
         return
     context = multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
-    with context.Pool(workers, _start, (fn, shared)) as pool:
+    # Forked workers inherit every object of this process; frozen, they are never collected
+    # there, so no finaliser of this process's garbage (a compiled model's, say) runs in a
+    # worker. One that did hung a worker now and then in the test suite.
+    gc.freeze()
+    try:
+        pool = context.Pool(workers, _start, (fn, shared))
+    finally:
+        gc.unfreeze()
+    with pool:
         pending: deque[Any] = deque()
         for item in items:
             pending.append(pool.apply_async(_run, (item,)))
