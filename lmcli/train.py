@@ -90,9 +90,9 @@ class TrainConfig:
     device: str = "auto"
     amp: bool | None = None  # None: on where bf16 is native (recent GPUs, AVX512-BF16 CPUs)
     # The training forward pass through torch.compile (TorchInductor). Off by default: on
-    # a 2-core CPU it trained no faster (0.81x and 0.99x eager in fp32 in two runs, 0.91x
-    # in bf16; bench_train.py --compile) and waited 2-7 s for the compiler; on a GPU it is
-    # unmeasured.
+    # a 2-core CPU it trained no faster (0.85-0.97x eager in fp32 over three runs, 0.91x
+    # in bf16 before the layers were made opaque; bench_train.py --compile) and waited
+    # 2-7 s for the compiler; on a GPU it is unmeasured.
     compile: bool = False
 
     # Settings that may change when a run is resumed (budgets and how to run).
@@ -432,8 +432,9 @@ def compile_step(module: nn.Module) -> Callable[..., Any]:
     whole forward pass, and only the loss compiled). It fuses what surrounds them:
     embedding and locked dropout, the output layer's bias and softmax, the loss, AR/TAR.
     Shapes are static (a stream run has two window lengths at most, the last window of an
-    epoch being shorter), so each compiles once. A compiler that cannot run here (no C++ toolchain, an
-    unsupported platform) is one clear error at the first step rather than a traceback."""
+    epoch being shorter), so each compiles once. A compiler that cannot run here (no C++
+    toolchain, an unsupported platform) is one clear error at the first step rather than a
+    traceback."""
     from torch._dynamo.exc import TorchDynamoException  # imported only when compiling
 
     compiled = torch.compile(module, dynamic=False)
