@@ -439,8 +439,7 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
             emit("phase", {"name": "building vocabulary", "total_bytes": total})
             tokenizer = build_tokenizer(
                 config.level, ("\n".join(lines) + "\n" for lines in blocks()[0]),
-                vocab_size=config.vocab_size, min_freq=config.min_freq, lowercase=config.lowercase,
-                workers=workers)
+                vocab_size=config.vocab_size, min_freq=config.min_freq, lowercase=config.lowercase)
             if cache is not None:
                 cache.store_tokenizer(vocab_key, tokenizer)
         known: Tokenizer = tokenizer
@@ -495,8 +494,7 @@ def learn_words(config: DataConfig, blocks: Blocks, workers: int, keep: Callable
     numbers, which the returned table maps to the tokenizer's ids. The tokenizer is the
     one :func:`build_tokenizer` learns from the same lines."""
     tally = WordTally()
-    texts = map("\n".join, blocks) if workers > 1 else blocks
-    for block in map_blocks(survey_words, config.lowercase, texts, workers):
+    for block in map_blocks(survey_words, config.lowercase, blocks, workers):
         keep(tally.add(block))
     tokenizer = tally.tokenizer(config.vocab_size, config.min_freq, config.lowercase)
     return tokenizer, tally.renumbering(tokenizer)

@@ -434,10 +434,9 @@ class BlockWords(NamedTuple):
     ids: np.ndarray
 
 
-def survey_words(lowercase: bool, lines: Sequence[str] | str) -> BlockWords:
-    """:class:`BlockWords` of some lines (or of their text, one string: it goes to a worker
-    process 6x as fast as a list); a task for worker processes."""
-    words, line_end = line_words(lines.split("\n") if isinstance(lines, str) else lines, lowercase)
+def survey_words(lowercase: bool, lines: Sequence[str]) -> BlockWords:
+    """:class:`BlockWords` of some lines; a task for worker processes."""
+    words, line_end = line_words(lines, lowercase)
     # One dict pass (the cost, when a block has 100k distinct words: cache misses): each
     # word gets 1 + the position where it first occurs, a line end 0; numpy then numbers
     # the first occurrences 1, 2, 3... in order.

@@ -33,6 +33,18 @@ def test_blocks_come_back_in_order_and_equal_to_a_serial_pass() -> None:
         assert count_words(chunks, lowercase, workers=2) == count_words(chunks, lowercase)
 
 
+def _received(shared: object, item: object) -> object:
+    return item
+
+
+def test_blocks_of_lines_reach_the_workers_as_they_were_sent() -> None:
+    """Lists of lines travel to a worker as one string and are split back there: empty
+    blocks, blank lines and lines with other spaces arrive unchanged; other items as
+    they are."""
+    items = [[], [""], ["a", "", "b \r"], ["\u2028x\t"], "a chunk\n"]
+    assert list(map_blocks(_received, None, items, workers=2)) == items
+
+
 def test_an_error_in_a_worker_reaches_the_caller() -> None:
     with pytest.raises(AttributeError):
         list(map_blocks(encode_block, None, [["a b"], ["c d"]], workers=2))
