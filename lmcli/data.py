@@ -301,7 +301,7 @@ def encode_stream(tokenizer: Tokenizer, blocks: Iterable[Sequence[str]], workers
     """The token stream of some blocks of lines: <EOS>, then each sentence and its <EOS>;
     encoded in ``workers`` processes when more than one."""
     builder = _ArrayBuilder(array_dtype(tokenizer.vocab_size))
-    for ids in map_blocks(encode_block, tokenizer, blocks, workers):
+    for ids in map_blocks(encode_block, tokenizer, blocks, workers, "encoding"):
         builder.add(ids)
     return builder.build()
 
@@ -494,7 +494,7 @@ def learn_words(config: DataConfig, blocks: Blocks, workers: int, keep: Callable
     numbers, which the returned table maps to the tokenizer's ids. The tokenizer is the
     one :func:`build_tokenizer` learns from the same lines."""
     tally = WordTally()
-    for block in map_blocks(survey_words, config.lowercase, blocks, workers):
+    for block in map_blocks(survey_words, config.lowercase, blocks, workers, "reading the words of"):
         keep(tally.add(block))
     tokenizer = tally.tokenizer(config.vocab_size, config.min_freq, config.lowercase)
     return tokenizer, tally.renumbering(tokenizer)

@@ -93,7 +93,7 @@ def encode_to_file(tokenizer: Tokenizer, blocks: Iterable[Sequence[str]], path: 
     """Stream blocks of lines through the tokenizer (in ``workers`` processes when more than
     one) into ``path``; returns the id count."""
     with TokenWriter(path, array_dtype(tokenizer.vocab_size)) as writer:
-        for ids in map_blocks(encode_block, tokenizer, blocks, workers):
+        for ids in map_blocks(encode_block, tokenizer, blocks, workers, "encoding"):
             writer.add(ids)
         return writer.close()
 

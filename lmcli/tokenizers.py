@@ -369,7 +369,7 @@ def count_words(chunks: Iterable[str], lowercase: bool, workers: int = 1) -> Cou
     """Word counts (KenLM whitespace split); literal <unk> markers are not words. With
     ``workers`` > 1 the chunks are counted in that many processes."""
     counts: Counter[str] = Counter()
-    for part in map_blocks(_count_chunk, lowercase, chunks, workers):
+    for part in map_blocks(_count_chunk, lowercase, chunks, workers, "counting the words of"):
         counts.update(part)  # merging a chunk's Counter costs what counting its list did
     for marker in UNKNOWN_WORD_MARKERS | {EOS}:
         counts.pop(marker, None)

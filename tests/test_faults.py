@@ -92,3 +92,72 @@ def test_kill_9_at_any_moment_leaves_loadable_checkpoints(english_corpus: Path, 
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert steps == sorted(steps) and steps[0] >= 2  # each run went on from the last
+
+
+SLOW_SURVEY = """
+import sys, time
+from pathlib import Path
+from lmcli import cli, data
+survey, started = data.survey_words, Path(sys.argv[1])
+def slowly(lowercase, lines):
+    started.touch()
+    time.sleep(0.2)
+    return survey(lowercase, lines)
+data.survey_words = slowly
+sys.argv = ["lmcli", *sys.argv[2:]]
+cli.main()
+"""
+
+
+def session_processes(sid: int) -> list[str]:
+    """Processes of a session, zombies included: what a run leaves behind."""
+    left = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[3]) == sid:
+                left.append(f"{entry.name} {fields[0]}")
+    return left
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_the_parallel_word_pass_exits_at_once(tmp_path: Path, signum: int) -> None:
+    """Ctrl-C or SIGTERM while worker processes read the corpus: exit 130 in a few seconds
+    with one line, no process of the run left, nothing half-written in the token cache;
+    the next run builds the cache entry and the one after reuses it."""
+    from conftest import english_lines
+
+    paths = []
+    for part in range(12):  # a file is a block at least: 12 tasks of 0.2 s on 2 workers
+        paths.append(tmp_path / f"part{part}.txt")
+        paths[-1].write_text("\n".join(english_lines(50, seed=part)) + "\n", encoding="utf-8")
+    cache, out, started = tmp_path / "cache", tmp_path / "run", tmp_path / "started"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "LMCLI_WORKERS": "2",
+           "LMCLI_TOKEN_CACHE": str(cache)}
+    command = ["train", *map(str, paths), "--level", "word", "--json", "--no-sample", "--layers", "1",
+               "--embed-dim", "8", "--hidden-dim", "8", "--max-steps", "1", "-o", str(out)]
+    process = subprocess.Popen([sys.executable, "-c", SLOW_SURVEY, str(started), *command],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                               cwd=tmp_path, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    process.send_signal(signum)
+    sent = time.monotonic()
+    stdout, stderr = process.communicate(timeout=30)
+    assert time.monotonic() - sent < 5
+    assert process.returncode == 130, stderr
+    assert [line for line in stderr.splitlines() if line.strip()] == ["error: interrupted"]
+    assert session_processes(process.pid) == []
+    assert not [p.name for p in cache.glob("tokens-*")]  # no entry, whole or partial
+    assert not out.exists()
+    for run in range(2):
+        again = subprocess.run([sys.executable, "-m", "lmcli", *command, "--force"], capture_output=True,
+                               text=True, env=env, cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        (entry,) = cache.glob("tokens-*")
+        assert not entry.name.endswith(".tmp")

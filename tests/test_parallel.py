@@ -1,9 +1,18 @@
 """Word counting and encoding in worker processes give exactly the serial pass's
-vocabulary and ids, in order, and a worker's error reaches the caller."""
+vocabulary and ids, in order, and a worker's error reaches the caller. Workers start
+clean of the training command's signal handlers and files; a worker that dies or hangs,
+Ctrl-C or SIGTERM, and a consumer that stops early all end the pass within a bound, with
+no worker process left behind."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +20,8 @@ import pytest
 
 from lmcli.data import DataConfig, encode_stream, load_corpus
 from lmcli.errors import UsageError
-from lmcli.parallel import WORKERS_ENV, map_blocks, worker_count
+from lmcli import parallel
+from lmcli.parallel import WORKERS_ENV, WorkerError, map_blocks, worker_count
 from lmcli import tokencache
 from lmcli.tokencache import TokenCache
 from lmcli.tokenizers import build_tokenizer, count_words, encode_block
@@ -117,3 +127,151 @@ def test_one_pass_word_vocabulary_and_ids_are_the_two_pass_ones(
                 files = sorted(p.name for p in entry.iterdir())
                 assert files == ["meta.json", "train.bin"] + (["valid.bin"] if data.held_out else [])
                 shutil.rmtree(entry)
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def children() -> list[tuple[int, str]]:
+    """(pid, state) of this process's children, zombies included."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == os.getpid():
+                found.append((int(entry.name), fields[0]))
+    return found
+
+
+@contextlib.contextmanager
+def within(seconds: float) -> Iterator[None]:
+    """Fail, rather than hang, when the block takes longer than ``seconds``."""
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"still waiting after {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def training_handlers(training: bool) -> Iterator[None]:
+    """SIGINT and SIGTERM handled as `lmcli train` handles them (before or during training)."""
+    from lmcli.cli import _StopFlag
+    from lmcli.ui import TrainDisplay
+
+    stop = _StopFlag(TrainDisplay(json_mode=True))
+    stop.training = training
+    previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _state(shared: object, item: object) -> dict:
+    status = dict(line.split(":\t", 1) for line in Path("/proc/self/status").read_text().splitlines())
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(fd)] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return {"caught": int(status["SigCgt"], 16), "ignored": int(status["SigIgn"], 16),
+            "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+            "sigint_ignored": signal.getsignal(signal.SIGINT) == signal.SIG_IGN,
+            "fds": fds}
+
+
+def _bit(signum: int) -> int:
+    return 1 << (signum - 1)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_workers_start_clean_of_the_training_commands_state(tmp_path: Path, training: bool) -> None:
+    """Forked from a process with lmcli train's Ctrl-C/SIGTERM handler and an open file
+    (a checkpoint being written, say), a worker has the default SIGTERM action, ignores
+    SIGINT, and holds no descriptor but the standard three and its socket."""
+    with training_handlers(training), open(tmp_path / "best.pt", "wb") as open_file, within(30):
+        states = list(map_blocks(_state, None, [[]] * 6, workers=2))
+    for state in states:
+        assert state["sigterm_default"] and state["sigint_ignored"]
+        assert not state["caught"] & (_bit(signal.SIGTERM) | _bit(signal.SIGINT))
+        assert state["ignored"] & _bit(signal.SIGINT) and not state["ignored"] & _bit(signal.SIGTERM)
+        assert open_file.name not in state["fds"].values()
+        others = {fd: target for fd, target in state["fds"].items() if fd > 2}
+        assert len(others) == 1 and next(iter(others.values())).startswith("socket:"), others
+    assert children() == []
+
+
+def _fail_on(shared: tuple[str, int], item: int) -> int:
+    how, which = shared
+    if item == which:
+        if how == "die":
+            os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(3600)  # stuck
+    time.sleep(0.01)
+    return item
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_a_worker_killed_mid_task_is_an_error_not_a_wait(training: bool) -> None:
+    with training_handlers(training), within(20), pytest.raises(WorkerError) as caught:
+        list(map_blocks(_fail_on, ("die", 4), range(40), workers=2, task="encoding"))
+    message = str(caught.value)
+    assert "killed by SIGKILL" in message and "while encoding block 5" in message
+    assert WORKERS_ENV in message
+    assert children() == []
+
+
+def test_a_stuck_worker_is_an_error_not_a_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "STALL_SECONDS", 1.0)
+    lines = [[f"line {i}"] for i in range(20)]
+    started = time.monotonic()
+    with within(20), pytest.raises(WorkerError, match=r"no answer in 1 s while encoding block 3 \(lines 3-3\)"):
+        list(map_blocks(_fail_on, ("hang", ["line 2"]), lines, workers=2, task="encoding"))
+    assert time.monotonic() - started < 10
+    assert children() == []
+
+
+def _slowly(shared: object, item: int) -> int:
+    time.sleep(0.05)
+    return item
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_during_a_pass_stops_it_and_every_worker(signum: int) -> None:
+    """Before training starts, lmcli train's handler turns Ctrl-C or SIGTERM into
+    KeyboardInterrupt: the pass ends at once and leaves no worker, not even a zombie."""
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signum))
+    started = time.monotonic()
+    with training_handlers(False), within(20), pytest.raises(KeyboardInterrupt):
+        timer.start()
+        list(map_blocks(_slowly, None, range(10_000), workers=2))
+    assert time.monotonic() - started < 5
+    assert children() == []
+
+
+def test_a_consumer_that_stops_early_leaves_no_worker() -> None:
+    results = map_blocks(_slowly, None, range(10_000), workers=2)
+    assert [next(results) for _ in range(5)] == list(range(5))
+    assert len(children()) == 2
+    results.close()
+    assert children() == []
+
+
+def test_blocks_larger_than_the_socket_buffers_go_both_ways_at_once() -> None:
+    """Several-megabyte blocks and results, two in flight a worker: neither side may wait
+    on the other to read (the deadlock of two blocking writers)."""
+    blocks = [[f"{i} " + "x" * 1000] * 5000 for i in range(12)]  # 5 MB each
+    with within(60):
+        assert list(map_blocks(_received, None, blocks, workers=2)) == blocks
+    assert children() == []
