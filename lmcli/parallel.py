@@ -113,10 +113,17 @@ class _WorkerTraceback(Exception):
 _SIZE = struct.Struct("!Q")
 
 
-def _send(channel: socket.socket, message: Any) -> None:
-    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+def _dumps(message: Any) -> bytes:
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _send_bytes(channel: socket.socket, payload: bytes) -> None:
     channel.sendall(_SIZE.pack(len(payload)), socket.MSG_NOSIGNAL)
     channel.sendall(payload, socket.MSG_NOSIGNAL)
+
+
+def _send(channel: socket.socket, message: Any) -> None:
+    _send_bytes(channel, _dumps(message))
 
 
 def _read_exactly(channel: socket.socket, size: int) -> bytearray:
@@ -155,13 +162,23 @@ def _start_clean(keep: int) -> None:
 
 def _take_tasks(channel: socket.socket, inbox: queue.SimpleQueue) -> None:
     """Read tasks as they come, so that the parent never waits on a busy worker to take
-    the next block (while that worker waits on the parent to take a result)."""
+    its next block."""
     try:
         while (task := _receive(channel)) is not None:
             inbox.put(task)
     except Exception:  # EOFError, OSError: the parent is gone
         pass
     inbox.put(None)
+
+
+def _give_results(channel: socket.socket, outbox: queue.SimpleQueue) -> None:
+    """Send results as they come, so that the worker goes on to its next block while the
+    parent is busy with an earlier one and has not yet taken this."""
+    try:
+        while (reply := outbox.get()) is not None:
+            _send_bytes(channel, reply)
+    except OSError:  # the parent is gone
+        pass
 
 
 def _portable(error: Exception) -> tuple[Exception, str]:
@@ -174,17 +191,25 @@ def _portable(error: Exception) -> tuple[Exception, str]:
 
 
 def _serve(fn: Callable[[Any, Any], Any], shared: Any, channel: socket.socket) -> None:
-    """A worker's whole life: tasks in, ``(index, result, error)`` out, until told to stop."""
+    """A worker's whole life: tasks in, ``(index, result, error)`` out, until told to stop.
+    Its socket is read and written by threads of their own: neither the parent nor the
+    worker ever waits on the other to read before it can go on."""
     _start_clean(channel.fileno())
     inbox: queue.SimpleQueue = queue.SimpleQueue()
+    outbox: queue.SimpleQueue = queue.SimpleQueue()
     threading.Thread(target=_take_tasks, args=(channel, inbox), daemon=True).start()
+    sender = threading.Thread(target=_give_results, args=(channel, outbox), daemon=True)
+    sender.start()
     while (task := inbox.get()) is not None:
         index, item = task
         try:
-            reply = (index, fn(shared, _unpack(item)), None)
-        except Exception as error:
-            reply = (index, None, _portable(error))
-        _send(channel, reply)
+            reply = _dumps((index, fn(shared, _unpack(item)), None))
+        except Exception as error:  # raised, or a result that does not pickle
+            reply = _dumps((index, None, _portable(error)))
+        outbox.put(reply)
+    outbox.put(None)
+    sender.join()
+
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -193,11 +218,13 @@ def _serve(fn: Callable[[Any, Any], Any], shared: Any, channel: socket.socket) -
 class _Worker:
     """One forked worker as the parent sees it: its pid, its socket, its blocks."""
 
-    def __init__(self, fn: Callable[[Any, Any], Any], shared: Any) -> None:
+    def __init__(self) -> None:
         self.pid: int | None = None
         self.in_flight: deque[int] = deque()  # block numbers, in the order sent
         self.status: int | None = None  # from waitpid, once reaped
-        self.channel, theirs = socket.socketpair()
+        self.channel, self.theirs = socket.socketpair()
+
+    def fork(self, fn: Callable[[Any, Any], Any], shared: Any) -> None:
         # A Python signal handler may run at any bytecode in this thread even with the
         # signals blocked here (another thread can take them), but never inside the fork;
         # blocking them gives the child a moment to drop the parent's handlers first.
@@ -208,11 +235,15 @@ class _Worker:
             gc.freeze()
             with warnings.catch_warnings():  # 3.12+ warns of forking with threads; the
                 warnings.simplefilter("ignore", DeprecationWarning)  # child takes no lock
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError as error:  # out of memory or of processes
+                    raise WorkerError(f"could not start a worker process ({error.strerror}); "
+                                      f"set {WORKERS_ENV}=1 to work in this process alone") from None
             if pid == 0:
                 code = 1
                 try:
-                    _serve(fn, shared, theirs)
+                    _serve(fn, shared, self.theirs)
                     code = 0
                 finally:
                     os._exit(code)
@@ -220,7 +251,7 @@ class _Worker:
         finally:
             gc.unfreeze()
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-            theirs.close()
+            self.theirs.close()
 
     def kill(self) -> None:
         if self.pid is not None and self.status is None:
@@ -250,7 +281,7 @@ class _Worker:
             return "closed its end of the socket"
         if os.WIFSIGNALED(self.status):
             name = signal.Signals(os.WTERMSIG(self.status)).name
-            hint = " (the system's out-of-memory killer sends it)" if name == "SIGKILL" else ""
+            hint = " (sent by the system when memory runs out, or by a user)" if name == "SIGKILL" else ""
             return f"was killed by {name}{hint}"
         return f"exited with status {os.WEXITSTATUS(self.status)}"
 
@@ -266,7 +297,8 @@ class _Pool:
 
     def start(self, count: int) -> None:
         for _ in range(count):
-            self.workers.append(_Worker(self.fn, self.shared))
+            self.workers.append(_Worker())  # known before it exists, so it is cleaned up
+            self.workers[-1].fork(self.fn, self.shared)
 
     def map(self, items: Iterable[Any]) -> Iterator[Any]:
         items = iter(items)
@@ -328,7 +360,9 @@ class _Pool:
             done[index] = result
 
     def _died(self, worker: _Worker) -> WorkerError:
-        block = self.labels[worker.in_flight[0]] if worker.in_flight else "a block"
+        # A result it finished may have died with it, unsent: the block it was on is one
+        # of those it held.
+        block = " or ".join(self.labels[index] for index in worker.in_flight) or "a block"
         return WorkerError(f"a worker process (pid {worker.pid}) {worker.how_it_ended()} while "
                            f"{self.task} {block}; {self._advice()}")
 
@@ -354,6 +388,7 @@ class _Pool:
     def _end(self, deadline: float) -> None:
         for worker in self.workers:
             worker.channel.close()
+            worker.theirs.close()
         for worker in self.workers:
             if not worker.reap(deadline):
                 worker.kill()

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import english_lines, processes
 from lmcli import checkpoint as ckpt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,27 +110,11 @@ cli.main()
 """
 
 
-def session_processes(sid: int) -> list[str]:
-    """Processes of a session, zombies included: what a run leaves behind."""
-    left = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[3]) == sid:
-                left.append(f"{entry.name} {fields[0]}")
-    return left
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_the_parallel_word_pass_exits_at_once(tmp_path: Path, signum: int) -> None:
     """Ctrl-C or SIGTERM while worker processes read the corpus: exit 130 in a few seconds
     with one line, no process of the run left, nothing half-written in the token cache;
     the next run builds the cache entry and the one after reuses it."""
-    from conftest import english_lines
-
     paths = []
     for part in range(12):  # a file is a block at least: 12 tasks of 0.2 s on 2 workers
         paths.append(tmp_path / f"part{part}.txt")
@@ -152,7 +137,7 @@ def test_a_signal_during_the_parallel_word_pass_exits_at_once(tmp_path: Path, si
     assert time.monotonic() - sent < 5
     assert process.returncode == 130, stderr
     assert [line for line in stderr.splitlines() if line.strip()] == ["error: interrupted"]
-    assert session_processes(process.pid) == []
+    assert processes("sid", process.pid) == []
     assert not [p.name for p in cache.glob("tokens-*")]  # no entry, whole or partial
     assert not out.exists()
     for run in range(2):

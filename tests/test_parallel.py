@@ -26,7 +26,7 @@ from lmcli import tokencache
 from lmcli.tokencache import TokenCache
 from lmcli.tokenizers import build_tokenizer, count_words, encode_block
 
-from conftest import english_lines
+from conftest import english_lines, processes
 
 
 def test_blocks_come_back_in_order_and_equal_to_a_serial_pass() -> None:
@@ -133,17 +133,7 @@ def test_one_pass_word_vocabulary_and_ids_are_the_two_pass_ones(
 
 
 def children() -> list[tuple[int, str]]:
-    """(pid, state) of this process's children, zombies included."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (OSError, IndexError):
-                continue
-            if int(fields[1]) == os.getpid():
-                found.append((int(entry.name), fields[0]))
-    return found
+    return processes("ppid", os.getpid())
 
 
 @contextlib.contextmanager
@@ -227,7 +217,7 @@ def test_a_worker_killed_mid_task_is_an_error_not_a_wait(training: bool) -> None
     with training_handlers(training), within(20), pytest.raises(WorkerError) as caught:
         list(map_blocks(_fail_on, ("die", 4), range(40), workers=2, task="encoding"))
     message = str(caught.value)
-    assert "killed by SIGKILL" in message and "while encoding block 5" in message
+    assert "killed by SIGKILL" in message and "while encoding " in message and "block 5" in message
     assert WORKERS_ENV in message
     assert children() == []
 
@@ -257,6 +247,23 @@ def test_a_signal_during_a_pass_stops_it_and_every_worker(signum: int) -> None:
         timer.start()
         list(map_blocks(_slowly, None, range(10_000), workers=2))
     assert time.monotonic() - started < 5
+    assert children() == []
+
+
+def test_a_worker_that_cannot_start_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fork failing (no memory, no processes left) is one line that says what to do, and
+    the workers already started are stopped."""
+    forks = iter([os.fork])
+
+    def fork() -> int:
+        real = next(forks, None)
+        if real is None:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real()
+
+    monkeypatch.setattr(parallel.os, "fork", fork)
+    with within(20), pytest.raises(WorkerError, match=f"could not start a worker process .*{WORKERS_ENV}=1"):
+        list(map_blocks(_slowly, None, range(10), workers=2))
     assert children() == []
 
 
