@@ -4,6 +4,7 @@ stops training with a clear error while the checkpoints written before stay whol
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -54,11 +55,14 @@ def test_a_few_bad_steps_are_skipped_with_a_warning(english_corpus: Path, tmp_pa
     after = ckpt.load(tmp_path / "skip" / "last.pt").payload["state_dict"]
     for key, value in before.items():  # two skipped steps changed no weight
         assert torch.equal(after[key], value), key
-    notes = [e.text for e in events if isinstance(e, Note)]
-    assert any("skipped 2 steps whose loss or gradient was not finite" in n for n in notes)
+    # Reported when progress is shown (every half second) and at the end: one note for
+    # both steps, or one each on a slow machine.
+    notes = [e.text for e in events if isinstance(e, Note) and "was not finite" in e.text]
+    counts = [int(re.match(r"skipped (\d+) steps? whose loss or gradient was not finite", n)[1])
+              for n in notes]
+    assert sum(counts) == 2, notes
     metrics = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
-    assert {"event": "skipped", "step": 6, "count": 2} in metrics or any(
-        m.get("event") == "skipped" and m["count"] == 2 for m in metrics)
+    assert sum(m["count"] for m in metrics if m.get("event") == "skipped") == 2
     # Training goes on normally after them.
     monkeypatch.undo()
     poison(monkeypatch, {5, 6})
