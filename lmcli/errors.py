@@ -1,8 +1,17 @@
-"""The one exception the library raises for problems a user can fix.
+"""The exceptions the library raises for problems a user can fix.
 
 The CLI turns an :class:`LmcliError` into a single red line on stderr and a non-zero exit;
-anything else escaping the library is a bug and keeps its traceback.
+anything else escaping the library is a bug and keeps its traceback. The library names
+settings by their names (``lr``, ``hidden_dim``), never by command-line flags: a
+:class:`SettingError` marks them, and the CLI shows each as its flag (``--lr``).
 """
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+_SETTING = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 
 
 class LmcliError(Exception):
@@ -15,3 +24,16 @@ class UsageError(LmcliError):
     """An impossible flag value or combination."""
 
     exit_code = 2
+
+
+class SettingError(UsageError):
+    """A setting out of its range, or settings that contradict each other. The message is a
+    template in which ``{name}`` marks a setting: ``"{lr} must be positive, got 0"``."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        super().__init__(self.render(lambda name: name))
+
+    def render(self, show: Callable[[str], str]) -> str:
+        """The message with each marked setting shown by ``show(name)`` (a flag, say)."""
+        return _SETTING.sub(lambda match: show(match[1]), self.template)
