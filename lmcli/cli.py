@@ -28,7 +28,7 @@ from lmcli import ui
 from lmcli.data import TextFiles, chunk_lines, iter_chunks
 from lmcli.devices import resolve_device
 from lmcli.distributed import RelayedError, env_world, launched
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import LmcliError, SettingError, UsageError
 from lmcli.recipes import RECIPE_BUDGETS, make_request
 from lmcli.sampling import SamplingConfig, generate as generate_samples
 from lmcli.scoring import evaluate_file, score_sentences
@@ -60,7 +60,7 @@ def friendly_errors(command: F) -> F:
             raise typer.Exit(exc.exit_code) from None
         except UsageError as exc:  # a bad flag is bad on every torchrun rank: rank 0 says so
             if _rank() == "0":
-                ui.error(str(exc))
+                ui.error(exc.render(flag_of) if isinstance(exc, SettingError) else str(exc))
             raise typer.Exit(exc.exit_code) from None
         except LmcliError as exc:
             ui.error(_ranked(str(exc)))
@@ -89,6 +89,14 @@ def friendly_errors(command: F) -> F:
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+FLAG_NAMES = {"cell": "--model", "valid_file": "--valid"}
+
+
+def flag_of(setting: str) -> str:
+    """The command-line flag of a library setting: ``hidden_dim`` -> ``--hidden-dim``."""
+    return FLAG_NAMES.get(setting, "--" + setting.replace("_", "-"))
 
 
 def _peer_lost(exc: Exception) -> bool:
