@@ -25,12 +25,14 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import LmcliError, SettingError, UsageError
+from lmcli.settings import check, setting
 from lmcli.tokencache import (CACHE_VERSION, TokenCache, TokenWriter, encode_to_file, fingerprint,
                               renumber_file, tokenizer_fingerprint)
 from lmcli.parallel import map_blocks, worker_count
 from lmcli.tokenizers import (EOS_ID, Tokenizer, WordTally, array_dtype, build_tokenizer,
-                              check_vocabulary_settings, encode_block, normalize_line, survey_words)
+                              check_vocabulary_settings, encode_block, normalize_line, survey_words,
+                              LEVELS, SPECIALS)
 
 CHUNK_BYTES = 4 << 20
 PAD_TARGET = -100  # a target that is padding: cross_entropy's ignore_index, never scored
@@ -330,18 +332,35 @@ class CorpusData:
         }
 
 
+DATA = "Data"
+
+
 @dataclass
 class DataConfig:
     """How a corpus becomes token streams (recorded in the checkpoint)."""
 
-    level: str = "char"
-    vocab_size: int | None = None
-    min_freq: int = 1
-    lowercase: bool = False
-    valid_fraction: float = 0.05
-    encoding: str = "utf-8"
-    errors: str = "strict"
-    valid_file: str | None = None  # validation text; else valid_fraction of the corpus
+    level: str = setting("char", "Tokens: char, word, bpe or unigram.", panel=DATA, choices=LEVELS)
+    vocab_size: int | None = setting(None, "Keep at most this many token types, <EOS> and <UNK> "
+                                     "included.", panel=DATA, at_least=len(SPECIALS) + 1,
+                                     default_text="all")
+    min_freq: int = setting(1, "Keep char/word tokens seen at least this often; rarer ones become "
+                            "<UNK>.", panel=DATA, at_least=1)
+    lowercase: bool = setting(False, "Lowercase the text.", panel=DATA)
+    valid_fraction: float = setting(0.05, "Share of corpus lines held out for validation (0 = "
+                                    "none), at most 20,000 lines.", panel=DATA, at_least=0, below=1)
+    encoding: str = setting("utf-8", "Text encoding of the files.", panel=DATA)
+    errors: str = setting("strict", "On undecodable bytes: strict, replace or ignore.", panel=DATA,
+                          choices=("strict", "replace", "ignore"))
+    valid_file: str | None = setting(None, "Validation text file.", panel=DATA, flag="--valid",
+                                     default_text="hold out {valid_fraction} of the corpus")
+
+    def __post_init__(self) -> None:
+        check(self)
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise SettingError(f"{{encoding}} {self.encoding!r} is not a text encoding Python "
+                               "knows (utf-8, latin-1, gb18030, ...)") from None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

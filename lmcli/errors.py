@@ -15,9 +15,20 @@ _SETTING = re.compile(r"\{([a-z][a-z0-9_]*)\}")
 
 
 class LmcliError(Exception):
-    """A problem with the user's input, files or flags, described in one line."""
+    """A problem with the user's input, files or flags, described in one line. Made with
+    ``template=``, the message marks settings as ``{name}``: ``"lower {lr} or {clip}"``."""
 
     exit_code: int = 1
+
+    def __init__(self, message: str = "", *, template: str | None = None) -> None:
+        self.template = template
+        super().__init__(self.render(lambda name: name) if template is not None else message)
+
+    def render(self, show: Callable[[str], str]) -> str:
+        """The message with each marked setting shown by ``show(name)`` (a flag, say)."""
+        if self.template is None:
+            return str(self)
+        return _SETTING.sub(lambda match: show(match[1]), self.template)
 
 
 class UsageError(LmcliError):
@@ -31,9 +42,4 @@ class SettingError(UsageError):
     template in which ``{name}`` marks a setting: ``"{lr} must be positive, got 0"``."""
 
     def __init__(self, template: str) -> None:
-        self.template = template
-        super().__init__(self.render(lambda name: name))
-
-    def render(self, show: Callable[[str], str]) -> str:
-        """The message with each marked setting shown by ``show(name)`` (a flag, say)."""
-        return _SETTING.sub(lambda match: show(match[1]), self.template)
+        super().__init__(template=template)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 import re
 import warnings
+import dataclasses
+import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -19,7 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import LmcliError, SettingError
+from lmcli.settings import check, setting
+from lmcli.units import parse_int_list
 
 CELLS = ("rnn", "lstm", "gru")
 SOFTMAXES = ("full", "adaptive")
@@ -56,69 +60,85 @@ State = tuple[torch.Tensor, ...]
 """The recurrent state: (h,) for rnn and gru, (h, c) for lstm; each (layers, batch, hidden)."""
 
 
+MODEL = "Model"
+
+
 @dataclass
 class ModelConfig:
     """The network's shape and its regularisation (AWD-LSTM, Merity et al. 2018).
 
-    ``dropout`` is the locked (variational) dropout on the last layer's output; the
-    input and between-layer rates default to it when left ``None``. All dropouts act in
-    training only: scores and samples are deterministic.
+    ``dropout`` is the locked (variational) dropout on the last layer's output; the input
+    and between-layer rates default to it when left ``None``. All dropouts act in training
+    only: scores and samples are deterministic. ``vocab_size`` comes from the tokenizer; 0
+    means not known yet (a request, before the corpus is read): settings are checked, and
+    what depends on the vocabulary (``softmax="auto"``, the cutoffs) waits for
+    :meth:`for_vocabulary`.
     """
 
-    vocab_size: int
-    cell: str = "lstm"
-    layers: int = 2
-    embed_dim: int = 256
-    hidden_dim: int = 512
-    dropout: float = 0.2  # locked dropout on the last layer's output
-    tie_weights: bool = False
-    dropout_input: float | None = None  # locked dropout on the embeddings (None: = dropout)
-    dropout_hidden: float | None = None  # locked dropout between layers (None: = dropout)
-    dropout_embed: float = 0.0  # drops whole words: rows of the embedding matrix
-    weight_drop: float = 0.0  # DropConnect on the hidden-to-hidden matrices
-    softmax: str = "full"  # "adaptive": clustered output layer (Grave et al. 2017); "auto"
-    # (a request, resolved on construction): adaptive when the vocabulary is large enough
-    cutoffs: list[int] | None = None  # adaptive: ids below cutoffs[0] form the head
-    adaptive_div: float = 4.0  # adaptive: cluster i's projection is features / div**(i+1)
+    vocab_size: int = 0
+    cell: str = setting("lstm", "Recurrent cell: rnn (tanh Elman), lstm or gru.", panel=MODEL,
+                        choices=CELLS, flag="--model")
+    layers: int = setting(2, "Stacked recurrent layers.", panel=MODEL, at_least=1)
+    embed_dim: int = setting(256, "Embedding size.", panel=MODEL, at_least=1)
+    hidden_dim: int = setting(512, "Hidden state size.", panel=MODEL, at_least=1)
+    dropout: float = setting(0.2, "Locked (variational) dropout on the last layer's outputs; also "
+                             "the default of the input and between-layer rates.", panel=MODEL,
+                             at_least=0, below=1)
+    tie_weights: bool = setting(False, "Share the embedding with the output layer.", panel=MODEL)
+    dropout_input: float | None = setting(None, "Locked dropout on the embeddings.", panel=MODEL,
+                                          at_least=0, below=1, default_text="{dropout}")
+    dropout_hidden: float | None = setting(None, "Locked dropout between layers.", panel=MODEL,
+                                           at_least=0, below=1, default_text="{dropout}")
+    dropout_embed: float = setting(0.0, "Embedding dropout: drop whole words (rows of the "
+                                   "embedding).", panel=MODEL, at_least=0, below=1)
+    weight_drop: float = setting(0.0, "DropConnect on the hidden-to-hidden weights (AWD-LSTM).",
+                                 panel=MODEL, at_least=0, below=1)
+    softmax: str = setting("full", "Output layer. full: one softmax over the vocabulary; adaptive: "
+                           "frequency clusters (Grave et al. 2017), exact probabilities, several "
+                           "times faster on large vocabularies; auto: adaptive when the vocabulary "
+                           "has 1,250+ tokens and weights are untied.", panel=MODEL,
+                           choices=(*SOFTMAXES, "auto"))
+    cutoffs: list[int] | None = setting(None, "Adaptive softmax cluster boundaries, as token ranks: "
+                                        "1000,4000.", panel=MODEL,
+                                        parse=functools.partial(parse_int_list, flag="{cutoffs}"),
+                                        default_text="1000, 4000, 20000, 100000 below the "
+                                                     "vocabulary size")
+    adaptive_div: float = setting(4.0, "Adaptive softmax: cluster i projects the features to "
+                                  "their size / div**(i+1).", panel=MODEL, at_least=1)
 
     def __post_init__(self) -> None:
+        if self.cutoffs is not None:
+            self.cutoffs = list(self.cutoffs)
+        check(self)
+        if not isinstance(self.vocab_size, int) or self.vocab_size < 0:
+            raise SettingError(f"{{vocab_size}} must be a positive integer, got {self.vocab_size!r}")
+        if self.softmax == "adaptive" and self.tie_weights:
+            raise SettingError("{tie_weights} needs the full softmax; choose {softmax} full or "
+                               "untied weights")
+        if self.vocab_size:
+            self._fit_vocabulary()
+
+    def _fit_vocabulary(self) -> None:
+        """Resolve ``auto`` and the default cutoffs, and check them against the vocabulary."""
         if self.softmax == "auto":  # what recipes ask for: adaptive where it pays
             wanted = not self.tie_weights and (self.cutoffs or default_cutoffs(self.vocab_size))
             self.softmax = "adaptive" if wanted else "full"
-        if self.softmax == "adaptive" and not self.cutoffs and isinstance(self.vocab_size, int):
-            self.cutoffs = default_cutoffs(self.vocab_size)
-        if self.cutoffs is not None:
-            self.cutoffs = list(self.cutoffs)
+        if self.softmax != "adaptive":
+            return
+        self.cutoffs = self.cutoffs or default_cutoffs(self.vocab_size)
+        cutoffs = self.cutoffs
+        if not cutoffs:
+            raise SettingError(f"a vocabulary of {self.vocab_size} is too small for an adaptive "
+                               f"softmax (the default clusters need {ADAPTIVE_CUTOFFS[0] * 5 // 4:,} "
+                               "tokens); use {softmax} full, or choose {cutoffs}")
+        if any(not isinstance(c, int) for c in cutoffs) or cutoffs != sorted(set(cutoffs)) \
+                or cutoffs[0] < 1 or cutoffs[-1] >= self.vocab_size:
+            raise SettingError(f"{{cutoffs}} must be increasing integers between 1 and the vocabulary "
+                               f"size {self.vocab_size} (exclusive), got {cutoffs}")
 
-    def validate(self) -> ModelConfig:
-        if self.cell not in CELLS:
-            raise UsageError(f"unknown model {self.cell!r}; choose one of {', '.join(CELLS)}")
-        for name in ("vocab_size", "layers", "embed_dim", "hidden_dim"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise UsageError(f"{name.replace('_', '-')} must be a positive integer, got {value}")
-        for name in ("dropout", "dropout_input", "dropout_hidden", "dropout_embed", "weight_drop"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise UsageError(f"--{name.replace('_', '-')} must be in [0, 1), got {value}")
-        if self.softmax not in SOFTMAXES:
-            raise UsageError(f"unknown softmax {self.softmax!r}; choose one of {', '.join(SOFTMAXES)}")
-        if self.softmax == "adaptive":
-            cutoffs = self.cutoffs or []
-            if not cutoffs:
-                raise UsageError(f"a vocabulary of {self.vocab_size} is too small for an adaptive "
-                                 f"softmax (the default clusters need {ADAPTIVE_CUTOFFS[0] * 5 // 4:,} tokens); "
-                                 "use --softmax full, or choose --cutoffs")
-            if any(not isinstance(c, int) for c in cutoffs) or cutoffs != sorted(set(cutoffs)) \
-                    or cutoffs[0] < 1 or cutoffs[-1] >= self.vocab_size:
-                raise UsageError(f"--cutoffs must be increasing integers between 1 and the vocabulary "
-                                 f"size {self.vocab_size} (exclusive), got {cutoffs}")
-            if self.tie_weights:
-                raise UsageError("--tie-weights needs the full softmax; use --softmax full or "
-                                 "--no-tie-weights")
-            if not self.adaptive_div >= 1.0:
-                raise UsageError(f"--adaptive-div must be at least 1, got {self.adaptive_div}")
-        return self
+    def for_vocabulary(self, vocab_size: int) -> ModelConfig:
+        """This configuration for a vocabulary of ``vocab_size`` tokens, checked against it."""
+        return dataclasses.replace(self, vocab_size=vocab_size)
 
     @property
     def input_rate(self) -> float:
@@ -137,7 +157,7 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise LmcliError(f"checkpoint model config has unknown fields: {', '.join(sorted(unknown))}")
-        return cls(**data).validate()
+        return cls(**data)
 
 
 def default_cutoffs(vocab_size: int) -> list[int]:
@@ -244,7 +264,9 @@ class RNNLM(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.config = config.validate()
+        if not config.vocab_size:
+            raise LmcliError("a model needs its vocabulary size (ModelConfig.for_vocabulary)")
+        self.config = config
         rnn_class = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
         extra = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)

@@ -6,7 +6,6 @@ stdout is a terminal. Programs read ``--json`` lines instead, written by :func:`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -23,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from lmcli import train as training
+from lmcli.train import events
 from lmcli.distributed import launched
 from lmcli.units import format_count, format_duration
 
@@ -120,11 +120,12 @@ class TrainDisplay:
 
     def event(self, event: training.Event) -> None:
         if self.json_mode:
-            emit_json({"event": type(event).__name__.lower(), **dataclasses.asdict(event)})
+            emit_json(events.as_record(event))
             return
-        handler = getattr(self, f"_on_{type(event).__name__.lower()}", None)
-        if handler is not None:
-            handler(event)
+        handlers = {training.Started: self._on_started, training.Progress: self._on_progress,
+                    training.Validated: self._on_validated, training.EpochEnded: self._on_epoch_ended,
+                    training.Note: self._on_note, training.Finished: self._on_finished}
+        handlers[type(event)](event)  # type: ignore[operator]
 
     def _on_started(self, e: training.Started) -> None:
         self._end_phase()
@@ -176,7 +177,7 @@ class TrainDisplay:
         self._print(f"  step {e.step:>8,}  valid loss {_fmt(e.loss, 4)}  ppl {_fmt(e.perplexity, 2)}  "
                     f"{mark}  lr {e.lr:.3g}")
 
-    def _on_epochended(self, e: training.EpochEnded) -> None:
+    def _on_epoch_ended(self, e: training.EpochEnded) -> None:
         valid = (f"valid loss {_fmt(e.valid_loss, 4)} ppl {_fmt(e.valid_perplexity, 2)}"
                  if e.valid_loss is not None else "no validation")
         self._print(f"[bold]epoch {e.epoch}[/]: train loss {_fmt(e.train_loss, 4)} ppl "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from lmcli.errors import UsageError
+from lmcli.errors import SettingError, UsageError
 
 _PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s|ms)?", re.IGNORECASE)
 _SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
@@ -48,12 +48,13 @@ def format_count(n: float) -> str:
     return f"{n:.0f}" if float(n).is_integer() else f"{n:.3g}"
 
 
-def parse_int_list(text: str, flag: str) -> list[int]:
-    """``2000,10000`` -> [2000, 10000]; ``k`` for thousands is allowed (``2k,10k``)."""
+def parse_int_list(text: str, flag: str = "a list") -> list[int]:
+    """``2000,10000`` -> [2000, 10000]; ``k`` for thousands is allowed (``2k,10k``). ``flag``
+    names what is read in the error: a setting as ``{name}``, or plain words."""
     values = []
     for part in text.replace(" ", "").split(","):
         match = re.fullmatch(r"(\d+)(k?)", part.lower())
         if not match:
-            raise UsageError(f"{flag} wants integers separated by commas, like 2000,10000; got {text!r}")
+            raise SettingError(f"{flag} wants integers separated by commas, like 2000,10000; got {text!r}")
         values.append(int(match.group(1)) * (1000 if match.group(2) else 1))
     return values

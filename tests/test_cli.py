@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 
 from lmcli import checkpoint as ckpt
 from lmcli.cli import app
-from lmcli.errors import UsageError
 
 runner = CliRunner()
 COMMANDS = ["train", "generate", "score", "eval", "tokenize", "info"]
@@ -225,49 +224,6 @@ def test_json_train_events(english_corpus: Path) -> None:
     kinds = [e["event"] for e in events]
     assert "started" in kinds and kinds[-1] == "finished"
     assert events[-1]["reason"] == "max_steps" and events[-1]["step"] == 3
-
-
-def test_recipes_resolve_flags_level_defaults_and_budgets() -> None:
-    from lmcli.recipes import resolve_settings
-
-    word = resolve_settings({"level": "word", "hidden_dim": 99}, use_default_corpus=False)
-    assert word["hidden_dim"] == 99 and word["tie_weights"] is False and word["seq_len"] == 35
-    assert "epochs" not in word  # the dataclass default (10) applies
-    timed = resolve_settings({"level": "char", "time_limit": 60.0}, use_default_corpus=False)
-    assert timed["epochs"] is None  # a time budget alone is not cut short by 10 epochs
-    bounded = resolve_settings({"time_limit": 60.0, "epochs": 3}, use_default_corpus=False)
-    assert bounded["epochs"] == 3
-    default = resolve_settings({}, use_default_corpus=True)
-    assert default["level"] == "char" and default["time_limit"] == 300.0 and default["epochs"] is None
-
-
-def test_recipe_follows_the_budget_and_flags_override_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lmcli import recipes
-
-    monkeypatch.setattr(recipes.torch.cuda, "is_available", lambda: False)
-    pick = recipes.resolve_settings
-    assert pick({"level": "word", "time_limit": 300.0}, use_default_corpus=False)["recipe"] == "tiny"
-    small = pick({"level": "word", "time_limit": 900.0}, use_default_corpus=False)
-    assert small["recipe"] == "small"
-    assert {k: small[k] for k in recipes.RECIPES["word"]["small"]} == recipes.RECIPES["word"]["small"]
-    assert pick({"level": "word"}, use_default_corpus=False)["recipe"] == "small"
-    assert pick({"level": "word", "time_limit": 1500.0}, use_default_corpus=False)["recipe"] == "small"
-    assert pick({"level": "word", "time_limit": 1800.0}, use_default_corpus=False)["recipe"] == "medium"
-    assert pick({"level": "bpe", "time_limit": 1800.0}, use_default_corpus=False)["recipe"] == "medium"
-    assert pick({"level": "char", "time_limit": 3600.0}, use_default_corpus=False)["recipe"] == "small"
-    assert pick({"level": "word", "device": "cuda"}, use_default_corpus=False)["recipe"] == "large"
-    assert pick({"level": "word", "time_limit": 5 * 3600.0}, use_default_corpus=False)["recipe"] == "medium"
-    mine = pick({"level": "char", "recipe": "large", "hidden_dim": 64, "lr": 0.01}, use_default_corpus=False)
-    assert mine["hidden_dim"] == 64 and mine["lr"] == 0.01 and mine["layers"] == 3
-    assert pick({"level": "bpe", "recipe": "small"}, use_default_corpus=False)["seq_len"] == 70
-    with pytest.raises(UsageError, match="recipe"):
-        pick({"level": "word", "recipe": "huge"}, use_default_corpus=False)
-    for level in ("char", "word", "bpe", "unigram"):  # every recipe is a valid configuration
-        for name in recipes.RECIPE_NAMES:
-            request = recipes.make_request(["x.txt"], {"level": level, "recipe": name})
-            request.train.resolved()
-            from lmcli.model import ModelConfig
-            ModelConfig(vocab_size=10, cell=request.model.pop("cell"), **request.model).validate()
 
 
 def test_an_unforeseen_failure_is_one_line_not_a_traceback(trained_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,6 +13,7 @@ from torch._dynamo.exc import BackendCompilerFailed
 
 from lmcli.data import DataConfig
 from lmcli.errors import LmcliError
+from lmcli.cli import flag_of
 from lmcli.train import RunRequest, TrainConfig, resume_run, start_run
 
 from conftest import english_lines
@@ -78,7 +79,7 @@ def test_a_compiler_that_cannot_run_is_one_error(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(torch, "compile", broken_compile)
     with pytest.raises(LmcliError) as caught:
         start_run(request(tmp_path, "run", compile=True), root=tmp_path / "ck")
-    message = str(caught.value)
+    message = caught.value.render(flag_of)  # as the CLI shows it
     assert message == ("--compile: torch.compile failed here (RuntimeError: Compiler: cl is not found.); "
                        "train without --compile")
     assert not (tmp_path / "run" / "last.pt").exists()

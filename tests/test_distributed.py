@@ -93,7 +93,7 @@ def test_rank_shares_average_to_the_global_batch_mean() -> None:
     TAR each divided by the rank's share of the global count) is the whole batch's."""
     from lmcli.data import PAD_TARGET
     from lmcli.model import RNNLM, ModelConfig
-    from lmcli.train import _TrainStep
+    from lmcli.train.step import _TrainStep
 
     torch.manual_seed(0)
     model = RNNLM(ModelConfig(vocab_size=20, cell="lstm", layers=2, embed_dim=8, hidden_dim=8,

@@ -125,7 +125,7 @@ def test_output_covers_exactly_the_vocabulary() -> None:
                                          ("dropout", 1.0), ("embed_dim", 0)])
 def test_bad_config_is_refused(field: str, value: object) -> None:
     with pytest.raises(UsageError):
-        ModelConfig(**{"vocab_size": V, field: value}).validate()
+        ModelConfig(**{"vocab_size": V, field: value})
 
 
 @pytest.mark.parametrize("softmax", ["full", "adaptive"])

@@ -251,14 +251,13 @@ def test_cosine_schedule_with_warmup(tmp_path: Path) -> None:
                 "lr": 0.01, "eval_every": 100}
     req = request(tmp_path, "run", **settings)
     from lmcli.data import load_corpus
-    from lmcli.model import ModelConfig as MC
     data = load_corpus(req.corpus, req.data)
-    trainer = Trainer(data, MC(vocab_size=data.tokenizer.vocab_size, **req.model), req.train,
+    trainer = Trainer(data, req.model.for_vocabulary(data.tokenizer.vocab_size), req.train,
                       tmp_path / "run", req.data.to_dict())
     (tmp_path / "run").mkdir()
     for step in range(20):
         trainer.run.step = step
-        seen.append(trainer._scheduled_lr(0.0))
+        seen.append(trainer.budget.lr(trainer.run, 0.0))
     assert seen[:4] == pytest.approx([0.01 * (s + 1) / 4 * 0.5 * (1 + math.cos(math.pi * s / 20))
                                       for s in range(4)])
     assert seen[10] == pytest.approx(0.01 * 0.5)
@@ -272,13 +271,13 @@ def test_cosine_schedule_with_warmup(tmp_path: Path) -> None:
 def test_bad_training_choices_are_refused(field: str, value: object) -> None:
     from lmcli.errors import UsageError
     with pytest.raises(UsageError):
-        TrainConfig(**{field: value}).resolved()  # type: ignore[arg-type]
+        TrainConfig(**{field: value})  # type: ignore[arg-type]
 
 
 def test_cosine_needs_a_budget() -> None:
     from lmcli.errors import UsageError
     with pytest.raises(UsageError, match="budget"):
-        TrainConfig(lr_schedule="cosine", epochs=None).resolved()
+        TrainConfig(lr_schedule="cosine", epochs=None)
 
 
 def test_mixed_precision_on_cpu_trains_and_saves_fp32(tmp_path: Path) -> None:

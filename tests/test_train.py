@@ -198,6 +198,6 @@ def test_validation_loss_is_what_eval_reports_for_the_same_text(tmp_path: Path) 
 def test_early_stopping_defaults_follow_the_schedule() -> None:
     """Plateau decay stops after 5 stalled validations; a cosine schedule runs to its budget
     (its last, low-rate steps are where it gains), unless --patience is given."""
-    assert TrainConfig().resolved().patience == 5
-    assert TrainConfig(lr_schedule="cosine", max_steps=10).resolved().patience is None
-    assert TrainConfig(lr_schedule="cosine", max_steps=10, patience=3).resolved().patience == 3
+    assert TrainConfig().patience == 5
+    assert TrainConfig(lr_schedule="cosine", max_steps=10).patience is None
+    assert TrainConfig(lr_schedule="cosine", max_steps=10, patience=3).patience == 3

@@ -1,0 +1,162 @@
+"""``lmcli eval``, ``lmcli generate`` and ``lmcli score``: a checkpoint put to work."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from lmcli import ui
+from lmcli.cli.common import (CheckpointOption, DeviceOption, EncodingOption, ErrorsOption, JsonOption,
+                              SeedOption, app, friendly_errors, load_model)
+from lmcli.data import TextFiles, chunk_lines, iter_chunks
+from lmcli.errors import UsageError
+from lmcli.sampling import SamplingConfig, generate as generate_samples
+from lmcli.scoring import evaluate_file, score_sentences
+
+
+@app.command("eval")
+@friendly_errors
+def eval_command(
+    file: Annotated[Path, typer.Argument(help="Text to evaluate, one sentence per line.")],
+    checkpoint: CheckpointOption = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Carry the state across lines (as in "
+                                         "training) instead of scoring each line from an empty "
+                                         "context.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 64,
+    encoding: EncodingOption = "utf-8",
+    errors: ErrorsOption = "strict",
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Perplexity, cross-entropy and bits per token / per character over a file."""
+    files = TextFiles.of([file], encoding, errors)
+    loaded, model = load_model(checkpoint, device)
+    result = evaluate_file(model, loaded.tokenizer, files, batch_size=batch_size, stream=stream)
+    if json_output:
+        ui.emit_json(result.to_dict())
+        return
+    rows = [
+        ("perplexity", f"{result.perplexity:.4f}"),
+        ("perplexity excluding OOVs", f"{result.perplexity_no_oov:.4f}"),
+        ("cross-entropy", f"{result.cross_entropy:.5f} nats/token"),
+        ("bits per token", f"{result.bits_per_token:.5f}"),
+        ("bits per character", f"{result.bits_per_char:.5f}"),
+        ("tokens", f"{result.num_tokens:,} (<EOS> included), {result.oov:,} <UNK>"),
+        ("sentences", f"{result.num_sentences:,}"),
+        ("mode", "stream (state carried across lines)" if stream else "sentences (each from an empty context)"),
+    ]
+    if ui.stdout_is_terminal():
+        ui.stdout_console().print(ui.key_value_table(f"{file}", rows))
+    else:
+        for key, value in rows:
+            print(f"{key}\t{value}")
+
+
+# ----------------------------------------------------------------------------- generate
+
+
+@app.command()
+@friendly_errors
+def generate(
+    checkpoint: CheckpointOption = None,
+    prime: Annotated[str, typer.Option(help="Text to start from (continued, and printed first).")] = "",
+    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Samples, drawn together as one batch.")] = 1,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate per sample.")] = 500,
+    lines: Annotated[int, typer.Option(help="Go on past <EOS> until this many lines are written, "
+                                       "keeping the state (a quatrain: --lines 4).")] = 1,
+    temperature: Annotated[float, typer.Option(help="Below 1: safer; above 1: wilder.")] = 1.0,
+    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")] = 0,
+    top_p: Annotated[float, typer.Option(help="Sample among the most likely tokens holding this "
+                                         "much probability (1.0 = off).")] = 1.0,
+    greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")] = False,
+    seed: SeedOption = None,
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Write new text from a checkpoint; it never writes <UNK>."""
+    config = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
+                            max_tokens=max_tokens, lines=lines).validate()
+    loaded, model = load_model(checkpoint, device)
+    samples = generate_samples(model, loaded.tokenizer, prime=prime, num_samples=num_samples,
+                               config=config, seed=seed)
+    for index, item in enumerate(samples):
+        if json_output:
+            ui.emit_json({"text": item.text, "tokens": item.tokens, "logprob": item.logprob})
+        else:
+            if index:
+                print()
+            print(item.text)
+
+
+# ----------------------------------------------------------------------------- score
+
+
+def _sentences(sentences: list[str] | None, file: Path | None, encoding: str, errors: str
+               ) -> Iterator[str]:
+    """Sentences from arguments, a file (streamed) or stdin (``-``), one a line."""
+    if file is not None and sentences:
+        raise UsageError("give sentences as arguments or with --file, not both")
+    if file is not None and str(file) != "-":
+        for chunk in iter_chunks(file, encoding, errors):
+            yield from chunk_lines(chunk)
+        return
+    if file is not None or sentences == ["-"] or not sentences:
+        if sys.stdin.isatty() and not sentences and file is None:
+            raise UsageError("no sentences: pass them as arguments, --file FILE, or - to read stdin")
+        for line in sys.stdin:
+            yield line.rstrip("\r\n")
+        return
+    yield from sentences
+
+
+@app.command()
+@friendly_errors
+def score(
+    sentences: Annotated[list[str] | None, typer.Argument(show_default=False,
+                                                          help="Sentences to score; - reads stdin.")] = None,
+    checkpoint: CheckpointOption = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Score each line of this file "
+                                              "(- for stdin).", show_default=False)] = None,
+    per_token: Annotated[bool, typer.Option("--per-token", help="Add each token's logprob.")] = False,
+    no_eos: Annotated[bool, typer.Option("--no-eos", help="Score a prefix: leave out the final "
+                                         "<EOS> term.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 64,
+    encoding: EncodingOption = "utf-8",
+    errors: ErrorsOption = "strict",
+    device: DeviceOption = "auto",
+    json_output: JsonOption = False,
+) -> None:
+    """Log-probability of sentences (natural log, <EOS> included), one result a line."""
+    source = _sentences(sentences, file, encoding, errors)
+    loaded, model = load_model(checkpoint, device)
+    tokenizer = loaded.tokenizer
+    # Typing sentences at a terminal: answer each line at once instead of in groups.
+    interactive = sys.stdin.isatty() and (file is not None and str(file) == "-" or sentences == ["-"])
+    results = score_sentences(model, tokenizer, source, batch_size=batch_size, eos=not no_eos,
+                              per_token=per_token, group_size=1 if interactive else 4096)
+    terminal = ui.stdout_is_terminal() and not json_output
+    table = ui.score_table(per_token, header=True) if terminal else None
+    shown = 0
+    for result in results:
+        record = {"text": result.text, "logprob": result.logprob, "log10prob": result.log10prob,
+                  "num_tokens": result.num_tokens, "perplexity": result.perplexity,
+                  "oov": result.oov}
+        if per_token:
+            record["tokens"] = [{"token": tokenizer.tokens[i], "logprob": lp}
+                                for i, lp in zip(result.token_ids, result.token_logprobs or [])]
+        if json_output:
+            ui.emit_json(record)
+        elif table is not None:
+            ui.add_score_row(table, record)
+            shown += 1
+            if shown % ui.TABLE_PAGE == 0:  # long inputs: show a page at a time
+                ui.stdout_console().print(table)
+                table = ui.score_table(per_token, header=False)
+        else:
+            print(f"{result.logprob:.6f}\t{result.perplexity:.4f}\t{result.text}", flush=False)
+    if table is not None and table.row_count:
+        ui.stdout_console().print(table)
