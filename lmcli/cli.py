@@ -25,7 +25,7 @@ from lmcli import __version__
 from lmcli import checkpoint as ckpt
 from lmcli import rerank as rr
 from lmcli import ui
-from lmcli.data import TextFiles, chunk_lines, iter_chunks
+from lmcli.text import TextFiles, chunk_lines, iter_chunks
 from lmcli.devices import resolve_device
 from lmcli.distributed import RelayedError, env_world, launched
 from lmcli.errors import LmcliError, SettingError, UsageError

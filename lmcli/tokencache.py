@@ -59,7 +59,7 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
 
 class TokenWriter:
     """Appends encoded blocks to a file of ``dtype`` ids, starting with one <EOS> (the
-    stream's implicit start, as :func:`lmcli.data.encode_stream` lays it out). As a context
+    stream's implicit start, as :func:`lmcli.corpus.encode_stream` lays it out). As a context
     manager it closes the file on the way out, without syncing it to disk."""
 
     def __init__(self, path: Path, dtype: np.dtype) -> None:

@@ -35,7 +35,8 @@ from torch.nn.parallel import DistributedDataParallel
 from lmcli import checkpoint as ckpt
 from lmcli import distributed
 from lmcli.distributed import SINGLE, SYNC_EVERY, World
-from lmcli.data import PAD_TARGET, BpttBatches, CorpusData, DataConfig, DataEvent, SentenceBatches, load_corpus
+from lmcli.batches import PAD_TARGET, BpttBatches, SentenceBatches
+from lmcli.corpus import CorpusData, DataConfig, DataEvent, load_corpus
 from lmcli.devices import (amp_dtype, autocast, cpu_has_bf16, describe, native_bf16, peak_flops,
                            resolve_device)
 from lmcli.errors import LmcliError, UsageError
