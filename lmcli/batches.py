@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import InputError, UsageError
 from lmcli.tokenizers import EOS_ID
 
 PAD_TARGET = -100  # a target that is padding: cross_entropy's ignore_index, never scored
@@ -36,17 +36,15 @@ class BpttBatches:
             raise UsageError("batch size and sequence length must be at least 1")
         lane_len = len(tokens) // batch_size
         if lane_len < 2:
-            raise LmcliError(
-                f"the text has {len(tokens)} tokens: too few for {batch_size} batch lanes; "
-                "use a smaller --batch-size or a longer corpus")
+            raise InputError(f"the text has {len(tokens)} tokens: too few for {batch_size} batch lanes",
+                             "use a smaller {batch_size} or a longer corpus")
         self.lanes = tokens[: batch_size * lane_len].reshape(batch_size, lane_len)
         self.batch_size = batch_size
         self.seq_len = seq_len
         full, rest = divmod(lane_len - 1, seq_len)
         if full == 0 and not keep_partial:
-            raise LmcliError(
-                f"the text has {len(tokens)} tokens: too few for one batch of "
-                f"{batch_size} x {seq_len + 1}; use a smaller --batch-size or --seq-len")
+            raise InputError(f"the text has {len(tokens)} tokens: too few for one batch of "
+                             f"{batch_size} x {seq_len + 1}", "use a smaller {batch_size} or {seq_len}")
         self.num_windows = full + (1 if keep_partial and rest else 0)
 
     def __len__(self) -> int:
@@ -105,8 +103,8 @@ class SentenceBatches:
         self.tokens = tokens
         self.starts, self.ends = split_sentences(tokens)
         if len(self.starts) < batch_size:
-            raise LmcliError(f"the text has {len(self.starts)} sentences: too few for one batch "
-                             f"of {batch_size}; use a smaller --batch-size or a longer corpus")
+            raise InputError(f"the text has {len(self.starts)} sentences: too few for one batch "
+                             f"of {batch_size}", "use a smaller {batch_size} or a longer corpus")
         self.batch_size = batch_size
         self.seq_len = seq_len
         self.seed = seed

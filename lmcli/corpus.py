@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import LmcliError, SettingError
 from lmcli.parallel import map_blocks, worker_count
 from lmcli.text import BytesFn, CorpusScan, TextFiles, scan
 from lmcli.tokencache import (CACHE_VERSION, TokenCache, TokenWriter, encode_to_file, fingerprint,
@@ -77,7 +77,7 @@ class HeldOut:
         take longer than the training between them, and 20,000 sentences already measure
         perplexity to a fraction of a percent."""
         if not 0.0 <= fraction < 1.0:
-            raise UsageError(f"--valid-fraction must be in [0, 1), got {fraction}")
+            raise SettingError(f"{{valid_fraction}} must be in [0, 1), got {fraction}")
         if fraction == 0.0 or num_lines < 2:
             return cls()
         held = min(num_lines - 1, max(1, round(num_lines * fraction)),

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import InputError, LmcliError, SettingError, UsageError
 from lmcli.tokenizers import WHITESPACE
 
 CHUNK_BYTES = 4 << 20
@@ -91,8 +91,8 @@ class _Decoder:
             text = self.decoder.decode(raw, final=not raw)
         except UnicodeDecodeError as error:
             where = self._where(self.consumed - pending + error.start)
-            raise LmcliError(f"{self.path}: not valid {self.encoding} at {where}: {error.reason}; "
-                             "pass --encoding ENCODING or --errors replace") from None
+            raise InputError(f"{self.path}: not valid {self.encoding} at {where}: {error.reason}",
+                             "pass {encoding} ENCODING or {errors} replace") from None
         if "\x00" in text:  # valid in any Unicode encoding, but a sign of a binary file
             text = self._without_nul(text, raw)
         self.consumed += len(raw)
@@ -102,8 +102,8 @@ class _Decoder:
         if self.errors == "strict":
             where = (self._where(self.consumed + raw.find(b"\x00")) if self.codec in _LINE_COUNTABLE
                      else f"a block near byte {self.consumed}")
-            raise LmcliError(f"{self.path}: a NUL byte at {where}: this looks like a binary file, "
-                             "not text; pass --errors replace (or ignore) to read it anyway")
+            raise InputError(f"{self.path}: a NUL byte at {where}: this looks like a binary file, "
+                             "not text", "pass {errors} replace (or ignore) to read it anyway")
         return text.replace("\x00", "\ufffd" if self.errors == "replace" else "")
 
     def _where(self, offset: int) -> str:
@@ -172,7 +172,7 @@ class TextFiles:
         if not resolved:
             raise UsageError("no corpus file given")
         if errors not in ("strict", "replace", "ignore"):
-            raise UsageError(f"--errors must be strict, replace or ignore, got {errors!r}")
+            raise SettingError(f"{{errors}} must be strict, replace or ignore, got {errors!r}")
         for path in resolved:
             check_readable(path, "corpus file")
         return cls(resolved, encoding, errors)

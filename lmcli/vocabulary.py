@@ -23,7 +23,7 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import InputError, LmcliError, SettingError, UsageError
 from lmcli.parallel import map_blocks
 from lmcli.tokenizers import (CODE_POINTS, EOS, EOS_ID, LEVELS, SPECIALS, UNK, UNK_ID,
                               UNKNOWN_WORD_MARKERS, CharTokenizer, SentencePieceTokenizer, Tokenizer,
@@ -37,9 +37,9 @@ def check_vocabulary_settings(level: str, vocab_size: int | None, min_freq: int)
     if level not in LEVELS:
         raise UsageError(f"unknown level {level!r}; choose one of {', '.join(LEVELS)}")
     if vocab_size is not None and vocab_size < len(SPECIALS) + 1:
-        raise UsageError(f"--vocab-size must be at least {len(SPECIALS) + 1}, got {vocab_size}")
+        raise SettingError(f"{{vocab_size}} must be at least {len(SPECIALS) + 1}, got {vocab_size}")
     if min_freq < 1:
-        raise UsageError(f"--min-freq must be at least 1, got {min_freq}")
+        raise SettingError(f"{{min_freq}} must be at least 1, got {min_freq}")
 
 
 def build_tokenizer(level: str, chunks: Iterable[str], *, vocab_size: int | None = None,
@@ -77,10 +77,12 @@ def _select_vocabulary(counts: Mapping[str, int], vocab_size: int | None, min_fr
 
 
 def _learned(tokenizer: T, min_freq: int) -> T:
-    if tokenizer.vocab_size <= len(SPECIALS):
-        raise LmcliError("the corpus has no tokens to learn a vocabulary from"
-                         + (f" (none is seen {min_freq} times; lower --min-freq)" if min_freq > 1 else ""))
-    return tokenizer
+    if tokenizer.vocab_size > len(SPECIALS):
+        return tokenizer
+    fact = "the corpus has no tokens to learn a vocabulary from"
+    if min_freq > 1:
+        raise InputError(f"{fact} (none is seen {min_freq} times)", "lower {min_freq}")
+    raise LmcliError(fact)
 
 
 def count_chars(chunks: Iterable[str], lowercase: bool) -> Counter[str]:

@@ -9,7 +9,7 @@ import torch
 
 from lmcli import batches as batching
 from lmcli.batches import PAD_TARGET, BpttBatches, SentenceBatches, split_sentences
-from lmcli.errors import LmcliError
+from lmcli.errors import InputError, LmcliError
 from lmcli.tokenizers import EOS_ID
 
 
@@ -114,3 +114,19 @@ def test_sentence_batches_inputs_are_targets_shifted() -> None:
         n = int(real.sum())
         assert inputs[row, 0] == 0
         assert torch.equal(inputs[row, 1:n], targets[row, :n - 1])
+
+
+def as_flag(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
+
+
+def test_too_little_text_for_a_batch_names_the_settings_that_would_fit_it() -> None:
+    tokens = np.arange(11, dtype=np.uint16)
+    for make, advice in ((lambda: BpttBatches(tokens, 8, 4), "use a smaller --batch-size or a longer corpus"),
+                         (lambda: BpttBatches(tokens, 1, 20), "use a smaller --batch-size or --seq-len"),
+                         (lambda: SentenceBatches(tokens, 4, 4, seed=0), "use a smaller --batch-size or a longer corpus")):
+        with pytest.raises(InputError) as info:
+            make()
+        assert info.value.render(as_flag).endswith(advice)
+        assert "--" not in str(info.value)  # the library itself names settings, not flags
+        assert info.value.exit_code == LmcliError.exit_code

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lmcli.corpus import DataConfig, HeldOut, load_corpus
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import LmcliError, SettingError, UsageError
 from lmcli.tokencache import TokenCache
 from lmcli.tokenizers import EOS_ID, UNK_ID
 
@@ -40,6 +40,12 @@ def test_held_out_edge_cases() -> None:
     assert not HeldOut.fraction(1, 0.5)
     with pytest.raises(UsageError):
         HeldOut.fraction(100, 1.0)
+
+
+def test_an_impossible_fraction_names_the_setting() -> None:
+    with pytest.raises(SettingError) as info:
+        HeldOut.fraction(100, -0.1)
+    assert info.value.template == "{valid_fraction} must be in [0, 1), got -0.1"
 
 
 def test_load_corpus_learns_vocabulary_from_training_lines_only(tmp_path: Path) -> None:

@@ -9,12 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import InputError, LmcliError, SettingError, UsageError
 from lmcli.text import TextFiles, chunk_lines, iter_chunks, scan
 
 
 def read_lines(path: Path, chunk_bytes: int) -> list[str]:
     return [line for chunk in iter_chunks(path, chunk_bytes=chunk_bytes) for line in chunk_lines(chunk)]
+
+
+def as_flag(setting: str) -> str:
+    return "--" + setting.replace("_", "-")
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 7, 64, 1 << 20])
@@ -40,12 +44,33 @@ def test_invalid_utf8_names_file_byte_and_line(tmp_path: Path, chunk_bytes: int)
     path = tmp_path / "bad.txt"
     good = "first line\nsecond é line\n".encode()
     path.write_bytes(good + b"third \xff line\n")
-    with pytest.raises(LmcliError) as info:
+    with pytest.raises(InputError) as info:
         read_lines(path, chunk_bytes)
-    message = str(info.value)
+    message = info.value.render(as_flag)
     offset = len(good) + len(b"third ")
     assert f"byte {offset}" in message and "(line 3)" in message and "bad.txt" in message
     assert "--encoding" in message and "--errors replace" in message
+    assert info.value.exit_code == LmcliError.exit_code  # bad input, not a bad setting
+
+
+def test_a_nul_byte_says_where_and_can_be_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "binary.txt"
+    path.write_bytes(b"text\n" * 3 + b"a \x00 b\n")
+    with pytest.raises(InputError) as info:
+        read_lines(path, 4)
+    message = info.value.render(as_flag)
+    assert "NUL byte at byte 17 (line 4)" in message and "--errors replace" in message
+    assert [line for c in iter_chunks(path, errors="replace") for line in chunk_lines(c)][-1] == "a \ufffd b"
+    assert [line for c in iter_chunks(path, errors="ignore") for line in chunk_lines(c)][-1] == "a  b"
+
+
+def test_a_file_name_in_an_error_is_not_read_as_a_setting(tmp_path: Path) -> None:
+    path = tmp_path / "{encoding}.txt"
+    path.write_bytes(b"\xff\n")
+    with pytest.raises(InputError) as info:
+        read_lines(path, 64)
+    message = info.value.render(as_flag)
+    assert message.startswith(f"{path}: not valid utf-8") and message.endswith("--errors replace")
 
 
 def test_invalid_bytes_can_be_replaced_or_read_in_another_encoding(tmp_path: Path) -> None:
@@ -62,6 +87,15 @@ def test_missing_file_and_directory_are_clear_errors(tmp_path: Path) -> None:
         TextFiles.of([tmp_path / "nope.txt"])
     with pytest.raises(LmcliError, match="directory"):
         TextFiles.of([tmp_path])
+
+
+def test_an_unknown_errors_setting_is_named_as_a_setting(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("a\n", encoding="utf-8")
+    with pytest.raises(SettingError) as info:
+        TextFiles.of([path], errors="loose")
+    assert info.value.template.startswith("{errors} must be strict, replace or ignore")
+    assert info.value.exit_code == UsageError.exit_code
 
 
 def test_scan_fingerprints_the_raw_bytes_and_counts_lines(tmp_path: Path) -> None:

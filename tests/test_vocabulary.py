@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import InputError, LmcliError, SettingError, UsageError
 from lmcli.tokenizers import EOS, EOS_ID, UNK, UNK_ID
 from lmcli.vocabulary import _select_vocabulary, build_tokenizer, learn_words, survey_words
 
@@ -51,6 +51,27 @@ def test_vocabulary_is_most_frequent_first_then_by_text() -> None:
         if vocab_size is not None:
             expected = expected[:vocab_size - 2]
         assert _select_vocabulary(counts, vocab_size, min_freq) == [EOS, UNK, *expected]
+
+
+def test_settings_are_checked_before_any_text_is_read_and_named_as_settings() -> None:
+    never = iter(())  # no text: the checks come first
+    for kwargs, template in (({"vocab_size": 2}, "{vocab_size} must be at least 3, got 2"),
+                             ({"min_freq": 0}, "{min_freq} must be at least 1, got 0")):
+        with pytest.raises(SettingError) as info:
+            build_tokenizer("word", never, **kwargs)
+        assert info.value.template == template
+    with pytest.raises(UsageError, match="unknown level 'phoneme'"):
+        build_tokenizer("phoneme", never)
+
+
+def test_a_min_freq_nothing_reaches_says_to_lower_it() -> None:
+    with pytest.raises(InputError) as info:
+        build("word", ["a a b"], min_freq=3)
+    assert info.value.render(lambda name: f"--{name.replace('_', '-')}") == (
+        "the corpus has no tokens to learn a vocabulary from (none is seen 3 times); lower --min-freq")
+    with pytest.raises(LmcliError) as info:
+        build("word", ["   ", ""])
+    assert not isinstance(info.value, InputError)  # no setting would help an empty text
 
 
 @pytest.mark.parametrize("vocab_size,min_freq,lowercase", [(None, 1, False), (30, 2, True), (5, 1, False)])
