@@ -69,8 +69,8 @@ def split_sentences(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(starts, ends) of the non-empty sentences of a token stream; ``ends`` index each
     sentence's <EOS>. The stream's leading <EOS> (the start context) is no sentence, nor
     is text after the last <EOS>."""
-    # Found a piece at a time, and as int32 where the stream allows: a gigabyte corpus has
-    # some 200M tokens, and a whole-stream comparison alone would take 200 MB.
+    # Found a piece at a time, and as int32 where the stream allows: a comparison over the
+    # whole stream would take a byte per token, and a large corpus has hundreds of millions.
     index = np.int32 if len(tokens) < np.iinfo(np.int32).max else np.int64
     ends = np.concatenate([np.zeros(0, dtype=index)] + [
         (np.flatnonzero(tokens[first:first + SCAN_TOKENS] == EOS_ID) + first).astype(index)

@@ -73,9 +73,9 @@ class HeldOut:
     @classmethod
     def fraction(cls, num_lines: int, fraction: float, cap: int | None = None) -> HeldOut:
         """``fraction`` of the lines, but at most ``cap`` lines (default
-        :data:`MAX_HELD_OUT_LINES`): on a gigabyte corpus 5% would make every validation
-        take longer than the training between them, and 20,000 sentences already measure
-        perplexity to a fraction of a percent."""
+        :data:`MAX_HELD_OUT_LINES`): a share of a very large corpus would make every
+        validation take longer than the training between them, while a capped number of
+        sentences already measures perplexity closely (figures in FINDINGS.md)."""
         if not 0.0 <= fraction < 1.0:
             raise SettingError(f"{{valid_fraction}} must be in [0, 1), got {fraction}")
         if fraction == 0.0 or num_lines < 2:

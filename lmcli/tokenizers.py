@@ -47,7 +47,8 @@ _WORD_OR_NEWLINE = re.compile(r"\n|[^ \t\n\r\v\f]+")
 _WORD = re.compile(r"[^ \t\n\r\v\f]+")
 # The characters str.split() and str.strip() take for spaces besides KenLM's (every
 # code point whose isspace() is true; a test enumerates them). A line without them, "\n"
-# or NUL splits with str.split() exactly where _WORD splits it, and 2-3x as fast.
+# or NUL splits with str.split() exactly where _WORD splits it, and faster (figure in
+# benchmarks/quality/FINDINGS.md).
 UNICODE_ONLY_SPACES = ("\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
                        "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
 _LINE_END = "\x00"  # ends each line's words on the fast path, where no word can be it
@@ -302,8 +303,8 @@ def tokenizer_from_state(state: dict[str, Any]) -> Tokenizer:
 
 
 def _holds_any(text: str, chars: str) -> bool:
-    """Whether ``text`` holds any of ``chars``: a substring search per character (memchr
-    speed) is some 40x faster than a regex character class here."""
+    """Whether ``text`` holds any of ``chars``: a substring search per character runs at
+    memchr speed, far faster than a regex character class (figure in FINDINGS.md)."""
     return any(char in text for char in chars)
 
 
