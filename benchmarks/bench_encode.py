@@ -94,7 +94,7 @@ def measure(path: Path, level: str, cache_dir: Path) -> dict[str, float]:
     sys.path.insert(0, str(REPO))
     import torch  # noqa: F401  (loaded before the baseline, as in a real run)
 
-    from lmcli.data import DataConfig, load_corpus
+    from lmcli.corpus import DataConfig, load_corpus
     from lmcli.parallel import worker_count
     from lmcli.tokencache import TokenCache
 

@@ -29,7 +29,7 @@ from lmcli import rerank as rr  # noqa: E402
 from lmcli.devices import describe, resolve_device  # noqa: E402
 from lmcli.model import RNNLM, ModelConfig  # noqa: E402
 from lmcli.scoring import score_sentences  # noqa: E402
-from lmcli.tokenizers import build_tokenizer  # noqa: E402
+from lmcli.vocabulary import build_tokenizer  # noqa: E402
 
 
 def confusions(words: list[str], count: int, rng: random.Random) -> list[str]:

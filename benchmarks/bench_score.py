@@ -33,7 +33,8 @@ sys.path.insert(0, str(REPO))
 from lmcli.model import RNNLM, ModelConfig  # noqa: E402
 from lmcli.sampling import SamplingConfig, generate  # noqa: E402
 from lmcli.scoring import score_sentences  # noqa: E402
-from lmcli.tokenizers import EOS_ID, build_tokenizer  # noqa: E402
+from lmcli.tokenizers import EOS_ID  # noqa: E402
+from lmcli.vocabulary import build_tokenizer  # noqa: E402
 
 
 def recompute_generate(model: RNNLM, tokens: int) -> None:

@@ -32,7 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from lmcli.data import DataConfig  # noqa: E402
+from lmcli.corpus import DataConfig  # noqa: E402
 from lmcli.devices import autocast, native_bf16  # noqa: E402
 from lmcli.model import RNNLM, ModelConfig  # noqa: E402
 from lmcli.train import RunRequest, TrainConfig, start_run  # noqa: E402

@@ -43,7 +43,7 @@ def hand_loop(args: argparse.Namespace) -> float:
     import torch.nn.functional as F
 
     sys.path.insert(0, str(REPO))
-    from lmcli.data import DataConfig, load_corpus
+    from lmcli.corpus import DataConfig, load_corpus
 
     data = load_corpus([args.corpus], DataConfig(level=args.level, min_freq=args.min_freq,
                                                  vocab_size=args.vocab_size, valid_fraction=0.0))

@@ -60,7 +60,7 @@ def repeated_passes(path: Path, passes: int) -> bool:
     import numpy as np
 
     from lmcli.cli import _StopFlag
-    from lmcli.data import DataConfig, load_corpus
+    from lmcli.corpus import DataConfig, load_corpus
     from lmcli.ui import TrainDisplay
 
     stop = _StopFlag(TrainDisplay(json_mode=True))

@@ -43,3 +43,19 @@ class SettingError(UsageError):
 
     def __init__(self, template: str) -> None:
         super().__init__(template=template)
+
+
+class InputError(SettingError):
+    """Input that cannot be used as the settings stand (text that does not decode, a corpus
+    too small for one batch): a problem with the input, so the exit code of any bad input,
+    followed by the settings that would help, marked as in a :class:`SettingError`. The
+    ``fact`` is plain text, never a template, so a file name with braces stays as it is."""
+
+    exit_code = LmcliError.exit_code
+
+    def __init__(self, fact: str, advice: str) -> None:
+        self.fact = fact
+        super().__init__(advice)
+
+    def render(self, show: Callable[[str], str]) -> str:
+        return f"{self.fact}; {super().render(show)}"

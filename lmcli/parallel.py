@@ -1,11 +1,11 @@
 """Blocks of corpus text through worker processes: in order, few blocks in flight, and
 never a wait without end.
 
-Word level splits text and looks each word up in a dict, in Python: learning a vocabulary
-and encoding in one pass runs at about 27 MB/s a core on a small vocabulary and 12 on a
-large one, so a pass over a large corpus runs in one process per CPU instead. The workers
-are forked (instant: a spawned process would first import the program, torch included,
-which takes longer than a 60 MB corpus's whole vocabulary pass); they run only Python and
+Word level splits text and looks each word up in a dict, in Python: one core reads words
+far more slowly than the disk delivers text (figures in benchmarks/quality/FINDINGS.md),
+so a pass over a large corpus runs in one process per CPU instead. The workers are forked
+(instant: a spawned process would first import the program, torch included, which takes
+longer than the whole vocabulary pass of a mid-sized corpus); they run only Python and
 numpy, never torch, so the fork does not meet torch's thread pools. Where there is no
 ``fork`` (not Linux), every pass runs in this process. Each worker inherits the shared
 state (a tokenizer, a flag) and then gets one block (4 MB of lines, sent as one string)
@@ -88,7 +88,7 @@ def worker_count(total_bytes: int) -> int:
 
 class _JoinedLines(NamedTuple):
     """A block of lines on its way to a worker, joined by newlines: one string pickles
-    about 6x faster than a list of 45,000 lines, and the worker splits it back."""
+    much faster than a list of lines (FINDINGS.md), and the worker splits it back."""
 
     text: str
     count: int  # of lines: no text is either no line or one blank one

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from lmcli.checkpoint import DEFAULT_ROOT
-from lmcli.data import DataConfig
+from lmcli.corpus import DataConfig
 from lmcli.errors import LmcliError, SettingError
 from lmcli.model import ModelConfig
 from lmcli.train import RunRequest, TrainConfig

@@ -30,10 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from lmcli.data import chunk_lines, iter_chunks
 from lmcli.errors import LmcliError, UsageError
 from lmcli.model import RNNLM
 from lmcli.scoring import score_sentences
+from lmcli.text import chunk_lines, iter_chunks
 from lmcli.tokenizers import Tokenizer
 
 FORMATS = ("auto", "jsonl", "tsv", "kaldi")

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from lmcli.data import BpttBatches, TextFiles, encode_stream
+from lmcli.batches import BpttBatches
+from lmcli.corpus import encode_stream
 from lmcli.errors import LmcliError
 from lmcli.model import RNNLM
+from lmcli.text import TextFiles
 from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
 
 LN10 = math.log(10.0)

@@ -1,7 +1,7 @@
 """Settings declared once: a dataclass field says its default, help and valid values.
 
 The settings of a training run are the fields of three dataclasses, each next to the
-code that uses it: :class:`lmcli.data.DataConfig` (how text becomes tokens),
+code that uses it: :class:`lmcli.corpus.DataConfig` (how text becomes tokens),
 :class:`lmcli.model.ModelConfig` (the network) and :class:`lmcli.train.config.TrainConfig`
 (the optimisation). Each field is declared with :func:`setting`; from those declarations
 come the command-line options of ``lmcli train``, the recipes' overlay, validation (when

@@ -1,12 +1,13 @@
 """Encoded corpora on disk: token ids in flat binary files, memory-mapped for training.
 
-A 1 GB corpus is some hundreds of millions of tokens, and reading, counting and encoding
-it takes minutes. So encoding streams the text block by block into a file of ids (the
-narrowest integer type that holds the vocabulary), and training reads its windows out of
-a read-only memory map of that file: resident memory stays a fraction of the token
-array, and pages the kernel can drop at will. Entries are keyed by everything that decides
-their bytes (the corpus's SHA-256, the validation split, the tokenizer), so a second run
-on the same corpus with the same settings skips the vocabulary and encoding passes.
+A large corpus is hundreds of millions of tokens, and reading, counting and encoding it is
+the slow part of starting a run (benchmarks/BENCHMARKS.md, encode). So encoding streams
+the text block by block into a file of ids (the narrowest integer type that holds the
+vocabulary), and training reads its windows out of a read-only memory map of that file:
+resident memory stays a fraction of the token array, and pages the kernel can drop at
+will. Entries are keyed by everything that decides their bytes (the corpus's SHA-256, the
+validation split, the tokenizer), so a second run on the same corpus with the same
+settings skips the vocabulary and encoding passes.
 
 Layout of a cache folder::
 
@@ -59,7 +60,7 @@ def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
 
 class TokenWriter:
     """Appends encoded blocks to a file of ``dtype`` ids, starting with one <EOS> (the
-    stream's implicit start, as :func:`lmcli.data.encode_stream` lays it out). As a context
+    stream's implicit start, as :func:`lmcli.corpus.encode_stream` lays it out). As a context
     manager it closes the file on the way out, without syncing it to disk."""
 
     def __init__(self, path: Path, dtype: np.dtype) -> None:

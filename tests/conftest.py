@@ -88,7 +88,7 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny word-level LSTM trained for a few seconds, shared by read-only tests."""
-    from lmcli.data import DataConfig
+    from lmcli.corpus import DataConfig
     from lmcli.train import RunRequest, TrainConfig, start_run
 
     root = tmp_path_factory.mktemp("trained")

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from lmcli import checkpoint as ckpt
 from lmcli.cli import app
 from conftest import sharpen_outputs
-from lmcli.data import DataConfig
+from lmcli.corpus import DataConfig
 from lmcli.errors import UsageError
 from lmcli.model import AdaptiveSoftmax, ModelConfig, RNNLM, default_cutoffs
 from lmcli.sampling import SamplingConfig, generate

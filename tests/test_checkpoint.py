@@ -12,7 +12,7 @@ import torch
 from lmcli import checkpoint as ckpt
 from lmcli.errors import LmcliError
 from lmcli.model import RNNLM, ModelConfig
-from lmcli.tokenizers import build_tokenizer
+from lmcli.vocabulary import build_tokenizer
 
 
 def small_payload() -> dict:

@@ -11,7 +11,7 @@ import torch
 import torch._dynamo.utils
 from torch._dynamo.exc import BackendCompilerFailed
 
-from lmcli.data import DataConfig
+from lmcli.corpus import DataConfig
 from lmcli.errors import LmcliError
 from lmcli.cli import flag_of
 from lmcli.train import RunRequest, TrainConfig, resume_run, start_run

@@ -91,7 +91,7 @@ def test_rank_shares_average_to_the_global_batch_mean() -> None:
     """The arithmetic DDP relies on, without processes: sentence batches give the two halves
     different numbers of real targets, yet the mean of the halves' objectives (loss, AR and
     TAR each divided by the rank's share of the global count) is the whole batch's."""
-    from lmcli.data import PAD_TARGET
+    from lmcli.batches import PAD_TARGET
     from lmcli.model import RNNLM, ModelConfig
     from lmcli.train.step import _TrainStep
 

@@ -98,13 +98,13 @@ def test_kill_9_at_any_moment_leaves_loadable_checkpoints(english_corpus: Path, 
 SLOW_SURVEY = """
 import sys, time
 from pathlib import Path
-from lmcli import cli, data
-survey, started = data.survey_words, Path(sys.argv[1])
+from lmcli import cli, vocabulary
+survey, started = vocabulary.survey_words, Path(sys.argv[1])
 def slowly(lowercase, lines):
     started.touch()
     time.sleep(0.2)
     return survey(lowercase, lines)
-data.survey_words = slowly
+vocabulary.survey_words = slowly
 sys.argv = ["lmcli", *sys.argv[2:]]
 cli.main()
 """

@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from lmcli.model import RNNLM, ModelConfig
 from lmcli.scoring import score_sentences
-from lmcli.tokenizers import (EOS, EOS_ID, UNK, UNK_ID, UNICODE_ONLY_SPACES, WHITESPACE, build_tokenizer,
-                              count_words, normalize_line, tokenizer_from_state)
+from lmcli.tokenizers import (EOS, EOS_ID, UNK, UNK_ID, UNICODE_ONLY_SPACES, WHITESPACE, normalize_line,
+                              tokenizer_from_state)
+from lmcli.vocabulary import build_tokenizer, count_words
 
 CORPUS = ["the moon rises over the sea", "a bird sings in the tree <unk>", "床前明月光 疑是地上霜",
           "naïve café — “quotes” and tabs\there", "emoji 🙂 and combining e\u0301"] * 4

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lmcli import checkpoint as ckpt
-from lmcli.data import DataConfig
+from lmcli.corpus import DataConfig
 from lmcli.scoring import score_sentences
 from lmcli.train import RunRequest, TrainConfig, start_run
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lmcli import checkpoint as ckpt
-from lmcli.data import DataConfig
+from lmcli.corpus import DataConfig
 from lmcli.errors import LmcliError
 from lmcli.model import RNNLM
 from lmcli.train import MAX_BAD_STEPS, Note, RunRequest, TrainConfig, start_run

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmcli.data import DataConfig, encode_stream, load_corpus
+from lmcli.corpus import DataConfig, encode_stream, load_corpus
 from lmcli.errors import UsageError
 from lmcli import parallel
 from lmcli.parallel import WORKERS_ENV, WorkerError, map_blocks, worker_count
 from lmcli import tokencache
 from lmcli.tokencache import TokenCache
-from lmcli.tokenizers import build_tokenizer, count_words, encode_block
+from lmcli.tokenizers import encode_block
+from lmcli.vocabulary import build_tokenizer, count_words
 
 from conftest import english_lines, processes
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from lmcli.data import PAD_TARGET, SentenceBatches
 from lmcli.model import (RNNLM, Activations, ModelConfig, embedding_dropout, locked_dropout,
                          upgrade_state_dict)
 from lmcli.train import Trainer, TrainConfig, activation_penalty, resume_run, start_run
@@ -105,48 +103,6 @@ def test_activation_penalty_is_ar_plus_tar_over_real_positions() -> None:
     assert penalty is not None
     torch.testing.assert_close(penalty, 2.0 * ar + 1.0 * tar)
     assert activation_penalty(Activations(raw, dropped), None, 0.0, 0.0) is None
-
-
-def stream_of(sentences: list[list[int]]) -> np.ndarray:
-    return np.array([0] + [t for s in sentences for t in s + [0]], dtype=np.int32)  # as encode_stream
-
-
-def test_sentence_batches_cover_every_sentence_once_from_the_start() -> None:
-    rng = np.random.default_rng(0)
-    sentences = [list(rng.integers(2, 9, size=int(rng.integers(1, 12)))) for _ in range(40)]
-    batches = SentenceBatches(stream_of(sentences), batch_size=4, seq_len=5, seed=3)
-    seen = []
-    row_tokens: dict[int, list[int]] = {}
-    for index in range(len(batches)):
-        inputs, targets = batches.window(index)
-        if batches.starts_fresh(index):
-            for row in row_tokens.values():
-                seen.append(row)
-            row_tokens = {r: [] for r in range(inputs.shape[0])}
-            assert torch.all(inputs[:, 0] == 0)  # every sentence starts from the <EOS> context
-        for r in range(inputs.shape[0]):
-            real = targets[r][targets[r] != PAD_TARGET].tolist()
-            row_tokens[r].extend(real)
-        # inputs are the targets shifted right by one, within a sentence
-    seen.extend(row_tokens.values())
-    assert sorted(map(tuple, seen)) == sorted(tuple(s + [0]) for s in sentences)
-    assert batches.num_targets == sum(len(s) + 1 for s in sentences)
-    first = [batches.window(i)[1].tolist() for i in range(len(batches))]
-    batches.set_epoch(1)
-    second = [batches.window(i)[1].tolist() for i in range(len(batches))]
-    assert first != second  # reshuffled each epoch...
-    batches.set_epoch(0)
-    assert first == [batches.window(i)[1].tolist() for i in range(len(batches))]  # ...reproducibly
-
-
-def test_sentence_batches_inputs_are_targets_shifted() -> None:
-    batches = SentenceBatches(stream_of([[5, 6, 7], [8]]), batch_size=2, seq_len=10, seed=0)
-    inputs, targets = batches.window(0)
-    for row in range(2):
-        real = targets[row] != PAD_TARGET
-        n = int(real.sum())
-        assert inputs[row, 0] == 0
-        assert torch.equal(inputs[row, 1:n], targets[row, :n - 1])
 
 
 def test_sentence_batching_trains_and_resumes_exactly(tmp_path: Path) -> None:
@@ -250,7 +206,7 @@ def test_cosine_schedule_with_warmup(tmp_path: Path) -> None:
     settings = {"optimizer": "adamw", "lr_schedule": "cosine", "warmup": 4, "max_steps": 20,
                 "lr": 0.01, "eval_every": 100}
     req = request(tmp_path, "run", **settings)
-    from lmcli.data import load_corpus
+    from lmcli.corpus import load_corpus
     data = load_corpus(req.corpus, req.data)
     trainer = Trainer(data, req.model.for_vocabulary(data.tokenizer.vocab_size), req.train,
                       tmp_path / "run", req.data.to_dict())

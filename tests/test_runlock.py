@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from lmcli.data import DataConfig
+from lmcli.corpus import DataConfig
 from lmcli.errors import LmcliError
 from lmcli.runlock import LOCK_NAME, RunLock
 from lmcli.train import RunRequest, TrainConfig, resume_run, start_run

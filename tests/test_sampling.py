@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmcli import checkpoint as ckpt
-from lmcli.data import DataConfig
+from lmcli.corpus import DataConfig
 from lmcli.errors import UsageError
 from lmcli.sampling import SamplingConfig, filter_logits, generate
 from lmcli.tokenizers import EOS_ID, UNK_ID

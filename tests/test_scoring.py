@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from conftest import sharpen_outputs
-from lmcli.data import TextFiles
 from lmcli.model import RNNLM, ModelConfig
 from lmcli.scoring import evaluate_file, score_sentences
-from lmcli.tokenizers import EOS_ID, UNK_ID, build_tokenizer
+from lmcli.text import TextFiles
+from lmcli.tokenizers import EOS_ID, UNK_ID
+from lmcli.vocabulary import build_tokenizer
 
 LINES = ["the moon rises over the sea", "a bird sings in the tree", "the sea is wide and deep",
          "床前明月光", "moon and sea and bird"] * 6

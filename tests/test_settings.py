@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from lmcli.cli import app, flag_of
 from lmcli.cli.train import help_default
-from lmcli.data import DataConfig
+from lmcli.corpus import DataConfig
 from lmcli.errors import SettingError
 from lmcli.model import ModelConfig
 from lmcli.recipes import RECIPES

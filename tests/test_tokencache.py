@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lmcli.data import DataConfig, load_corpus
+from lmcli.corpus import DataConfig, load_corpus
 from lmcli.tokencache import CACHE_DIR_NAME, TokenCache, cache_for_run
 from lmcli.train import RunRequest, TrainConfig, start_run
 

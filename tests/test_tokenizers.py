@@ -1,18 +1,15 @@
-"""Tokenizers: round trips, special tokens, vocabulary selection, KenLM splitting."""
+"""Tokenizers: round trips, special tokens, KenLM splitting, states that travel in checkpoints."""
 
 from __future__ import annotations
-
-import random
-from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 
-from lmcli.errors import LmcliError, UsageError
-from lmcli.tokenizers import (EOS, EOS_ID, UNK, UNK_ID, CharTokenizer, WordTokenizer,
-                              _select_vocabulary, build_tokenizer, normalize_line,
+from lmcli.errors import LmcliError
+from lmcli.tokenizers import (EOS, EOS_ID, UNK, UNK_ID, CharTokenizer, WordTokenizer, normalize_line,
                               tokenizer_from_state)
+from lmcli.vocabulary import build_tokenizer
 
 CHINESE = "床前明月光，疑是地上霜。"
 EMOJI = "I 💜 🐍 and 👩‍👩‍👧 families"
@@ -75,39 +72,6 @@ def test_word_splits_like_kenlm_on_ascii_whitespace_only() -> None:
     tokenizer = build("word", [line])
     pieces = tokenizer.pieces(line)
     assert pieces == ["a", "b", "c", "d", f"e{nbsp}f", f"g{ideographic}h"]
-
-
-def test_min_freq_and_vocab_size() -> None:
-    lines = ["a a a a b b b c c d"]
-    assert build("word", lines, min_freq=2).tokens == [EOS, UNK, "a", "b", "c"]
-    assert build("word", lines, vocab_size=4).tokens == [EOS, UNK, "a", "b"]
-    with pytest.raises(UsageError):
-        build("word", lines, vocab_size=2)
-    with pytest.raises(UsageError):
-        build("word", lines, min_freq=0)
-    with pytest.raises(LmcliError):
-        build("word", lines, min_freq=100)
-
-
-def test_vocabulary_ties_break_by_text_so_ids_are_stable() -> None:
-    first = build("char", ["zyx", "xyz"]).tokens
-    second = build("char", ["xyz", "zyx"]).tokens
-    assert first == second == [EOS, UNK, "x", "y", "z"]
-
-
-def test_vocabulary_is_most_frequent_first_then_by_text() -> None:
-    """The selection (a text sort, then a stable sort by count) against the plain key sort,
-    over many ties, non-ASCII text and the specials themselves among the counts."""
-    rng = random.Random(0)
-    counts = Counter({"".join(rng.choices("abZé🙂", k=rng.randint(1, 4))): rng.randint(1, 5)
-                      for _ in range(300)})
-    counts.update({EOS: 9, UNK: 2})
-    for vocab_size, min_freq in ((None, 1), (50, 1), (None, 3), (7, 2), (3, 1)):
-        expected = sorted((t for t in counts if counts[t] >= min_freq and t not in (EOS, UNK)),
-                          key=lambda t: (-counts[t], t))
-        if vocab_size is not None:
-            expected = expected[:vocab_size - 2]
-        assert _select_vocabulary(counts, vocab_size, min_freq) == [EOS, UNK, *expected]
 
 
 def test_lowercase() -> None:

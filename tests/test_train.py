@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmcli import checkpoint as ckpt
-from lmcli.data import DataConfig
+from lmcli.corpus import DataConfig
 from lmcli.errors import LmcliError, UsageError
 from lmcli.train import (EpochEnded, Finished, Note, RunRequest, TrainConfig, Validated,
                          resume_run, start_run)
@@ -182,7 +182,7 @@ def test_sgd_trains_too(tmp_path: Path) -> None:
 def test_validation_loss_is_what_eval_reports_for_the_same_text(tmp_path: Path) -> None:
     """Validation scores each sentence from an empty context, as `score` and `eval` do, so
     the best checkpoint's validation perplexity is exactly `lmcli eval VALID`'s."""
-    from lmcli.data import TextFiles
+    from lmcli.text import TextFiles
     from lmcli.scoring import evaluate_file
 
     valid = tmp_path / "valid.txt"

@@ -12,7 +12,7 @@ import typer
 from lmcli import ui
 from lmcli.cli.common import (CheckpointOption, DeviceOption, EncodingOption, ErrorsOption, JsonOption,
                               SeedOption, app, friendly_errors, load_model)
-from lmcli.data import TextFiles, chunk_lines, iter_chunks
+from lmcli.text import TextFiles, chunk_lines, iter_chunks
 from lmcli.errors import UsageError
 from lmcli.sampling import SamplingConfig, generate as generate_samples
 from lmcli.scoring import evaluate_file, score_sentences

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from lmcli.data import DataConfig
+from lmcli.corpus import DataConfig
 from lmcli.errors import LmcliError, SettingError
 from lmcli.model import ModelConfig
 from lmcli.settings import Setting, check, declared, setting

@@ -18,7 +18,7 @@ from typing import Any
 
 from lmcli import checkpoint as ckpt
 from lmcli import distributed
-from lmcli.data import CorpusData, DataConfig, DataEvent, load_corpus
+from lmcli.corpus import CorpusData, DataConfig, DataEvent, load_corpus
 from lmcli.devices import resolve_device
 from lmcli.distributed import SINGLE, World
 from lmcli.errors import LmcliError, SettingError

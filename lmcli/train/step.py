@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from lmcli.data import PAD_TARGET
+from lmcli.batches import PAD_TARGET
 from lmcli.devices import amp_dtype, autocast
 from lmcli.distributed import World
 from lmcli.errors import LmcliError

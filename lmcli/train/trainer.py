@@ -25,7 +25,8 @@ import numpy as np
 import torch
 
 from lmcli import checkpoint as ckpt
-from lmcli.data import PAD_TARGET, BpttBatches, CorpusData, SentenceBatches
+from lmcli.batches import PAD_TARGET, BpttBatches, SentenceBatches
+from lmcli.corpus import CorpusData
 from lmcli.devices import cpu_has_bf16, describe, native_bf16, peak_flops, resolve_device
 from lmcli.distributed import SINGLE, SYNC_EVERY, World, place
 from lmcli.errors import LmcliError, SettingError
