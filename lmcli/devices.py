@@ -86,13 +86,14 @@ def describe(device: torch.device) -> str:
 
 
 # Dense peak FLOP/s of data-centre and workstation GPUs (vendor datasheets, no sparsity):
-# (name fragment, bf16/fp16 tensor cores, fp32 without tensor cores). The first fragment
-# found in the device name wins, so the more specific names come first.
+# (model name, bf16/fp16 tensor cores, fp32 without tensor cores). A model name matches
+# whole words of the device name ("NVIDIA GH200 480GB" is a GH200, not an H200; an "L40"
+# is no "L4"), and the first match wins, so a longer name comes before its first word.
 _GPU_PEAKS: tuple[tuple[str, float, float], ...] = (
     ("H200", 989.4e12, 66.9e12),
+    ("GH200", 989.4e12, 66.9e12),
     ("H100 PCIe", 756.0e12, 51.2e12),
     ("H100", 989.4e12, 66.9e12),  # SXM
-    ("GH200", 989.4e12, 66.9e12),
     ("A100", 312.0e12, 19.5e12),
     ("A10G", 70.0e12, 31.2e12),
     ("A10", 125.0e12, 31.2e12),
@@ -113,8 +114,22 @@ def peak_flops(device: torch.device, amp: bool) -> float | None:
     return gpu_peak(torch.cuda.get_device_name(device), amp)
 
 
-def gpu_peak(name: str, amp: bool) -> float | None:
-    for fragment, half, single in _GPU_PEAKS:
-        if fragment.lower() in name.lower():
-            return half if amp else single
+def _words(name: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", name.lower())
+
+
+def gpu_entry(name: str) -> tuple[str, float, float] | None:
+    """The table's row for a device name such as ``NVIDIA A100-SXM4-80GB``, if any."""
+    words = _words(name)
+    for entry in _GPU_PEAKS:
+        wanted = _words(entry[0])
+        if any(words[i:i + len(wanted)] == wanted for i in range(len(words))):
+            return entry
     return None
+
+
+def gpu_peak(name: str, amp: bool) -> float | None:
+    entry = gpu_entry(name)
+    if entry is None:
+        return None
+    return entry[1] if amp else entry[2]

@@ -1,0 +1,43 @@
+"""The GPU peak table, without needing a GPU."""
+
+from __future__ import annotations
+
+import pytest
+
+from lmcli import devices
+from lmcli.devices import gpu_entry, gpu_peak
+
+
+@pytest.mark.parametrize("entry", devices._GPU_PEAKS, ids=lambda entry: entry[0])
+def test_every_gpu_table_entry_can_match(entry: tuple[str, float, float]) -> None:
+    """No row is shadowed by an earlier one: a device named exactly as the row finds it."""
+    assert gpu_entry(f"NVIDIA {entry[0]}") == entry
+    assert gpu_entry(entry[0].lower()) == entry
+
+
+@pytest.mark.parametrize("name,row", [
+    ("NVIDIA GH200 480GB", "GH200"),
+    ("NVIDIA H200", "H200"),
+    ("NVIDIA H100 80GB HBM3", "H100"),
+    ("NVIDIA H100 PCIe", "H100 PCIe"),
+    ("NVIDIA A100-SXM4-80GB", "A100"),
+    ("NVIDIA A10G", "A10G"),
+    ("NVIDIA A10", "A10"),
+    ("NVIDIA L40S", "L40S"),
+    ("NVIDIA L4", "L4"),
+    ("NVIDIA GeForce RTX 4090", "RTX 4090"),
+    ("Tesla V100-SXM2-16GB", "V100"),
+    ("Tesla T4", "T4"),
+    ("NVIDIA L40", None),  # not in the table, and no L4
+    ("NVIDIA RTX A4000", None),
+    ("Some Future GPU", None),
+])
+def test_device_names_find_their_row(name: str, row: str | None) -> None:
+    entry = gpu_entry(name)
+    assert (entry[0] if entry else None) == row
+
+
+def test_gpu_peak_by_precision() -> None:
+    assert gpu_peak("NVIDIA H100 PCIe", amp=True) == 756.0e12
+    assert gpu_peak("NVIDIA H100 PCIe", amp=False) == 51.2e12
+    assert gpu_peak("NVIDIA L40", amp=True) is None
