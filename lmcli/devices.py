@@ -50,18 +50,28 @@ def cpu_has_bf16() -> bool:
     return False
 
 
+def gpu_has_bf16(device: torch.device) -> bool:
+    """Whether this CUDA GPU multiplies bf16 in hardware: Ampere (compute capability 8) or
+    later, or any ROCm GPU. Not ``torch.cuda.is_bf16_supported()``, which also says yes
+    where bf16 is only emulated (a V100, a T4) and asks about the current GPU, not this one."""
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether mixed precision is a free speed-up here: bf16 done in hardware (Ampere or
-    later GPUs, CPUs with AVX512-BF16 or AMX). Training turns --amp on by default there."""
+    later GPUs, CPUs with AVX512-BF16 or AMX). Training turns mixed precision (``amp``) on
+    by default there."""
     if device.type == "cuda":
-        return bool(torch.cuda.is_bf16_supported())
+        return gpu_has_bf16(device)
     return device.type == "cpu" and cpu_has_bf16()
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
-    """bf16 where the hardware does it natively (Ampere GPUs and later, and any CPU), fp16
-    on older GPUs."""
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    """fp16 on GPUs older than Ampere, whose tensor cores have no bf16 (training then
+    scales the loss); bf16 everywhere else, on any CPU too, native or not."""
+    if device.type == "cuda" and not gpu_has_bf16(device):
         return torch.float16
     return torch.bfloat16
 

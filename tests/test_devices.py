@@ -1,8 +1,9 @@
-"""The GPU peak table, without needing a GPU."""
+"""bf16 detection and the GPU peak table, without needing a GPU."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lmcli import devices
 from lmcli.devices import gpu_entry, gpu_peak
@@ -41,3 +42,15 @@ def test_gpu_peak_by_precision() -> None:
     assert gpu_peak("NVIDIA H100 PCIe", amp=True) == 756.0e12
     assert gpu_peak("NVIDIA H100 PCIe", amp=False) == 51.2e12
     assert gpu_peak("NVIDIA L40", amp=True) is None
+
+
+@pytest.mark.parametrize("capability,bf16", [((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)])
+def test_bf16_on_a_gpu_means_ampere_or_later(monkeypatch: pytest.MonkeyPatch,
+                                             capability: tuple[int, int], bf16: bool) -> None:
+    """Emulated bf16 (what torch.cuda.is_bf16_supported() also counts) is not native."""
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    gpu = torch.device("cuda", 0)
+    assert devices.native_bf16(gpu) is bf16
+    assert devices.amp_dtype(gpu) == (torch.bfloat16 if bf16 else torch.float16)
