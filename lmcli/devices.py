@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager, nullcontext
 
 import torch
 
-from lmcli.errors import UsageError
+from lmcli.errors import SettingError
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
 
@@ -17,22 +17,22 @@ def resolve_device(spec: str = "auto") -> torch.device:
     asked for by name and is not there is an error, not a silent fall-back."""
     spec = (spec or "auto").strip().lower()
     if not _DEVICE.match(spec):
-        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {spec!r}")
+        raise SettingError(f"{{device}} must be auto, cpu, cuda, cuda:N or mps, got {spec!r}")
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if spec == "mps":
         if not torch.backends.mps.is_available():
-            raise UsageError("--device mps was asked for, but no Apple GPU is available")
+            raise SettingError("{device} mps was asked for, but no Apple GPU is available")
         return torch.device("mps")
     if spec.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {spec} was asked for, but no CUDA GPU is available "
-                             "(use --device cpu or auto)")
+            raise SettingError(f"{{device}} {spec} was asked for, but no CUDA GPU is available "
+                               "(use {device} cpu or auto)")
         index = int(spec.split(":")[1]) if ":" in spec else 0
         count = torch.cuda.device_count()
         if index >= count:
-            raise UsageError(f"--device {spec}: there {'is' if count == 1 else 'are'} only "
-                             f"{count} CUDA device{'s' if count != 1 else ''} (0..{count - 1})")
+            raise SettingError(f"{{device}} {spec}: there {'is' if count == 1 else 'are'} only "
+                               f"{count} CUDA device{'s' if count != 1 else ''} (0..{count - 1})")
         return torch.device("cuda", index)
     return torch.device("cpu")
 
@@ -118,7 +118,7 @@ _GPU_PEAKS: tuple[tuple[str, float, float], ...] = (
 
 def peak_flops(device: torch.device, amp: bool) -> float | None:
     """The chip's dense peak FLOP/s at the precision training uses (bf16/fp16 tensor cores
-    with --amp, plain fp32 without), for a GPU in the table; None elsewhere."""
+    with mixed precision, plain fp32 without), for a GPU in the table; None elsewhere."""
     if device.type != "cuda":
         return None
     return gpu_peak(torch.cuda.get_device_name(device), amp)

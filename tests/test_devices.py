@@ -1,4 +1,4 @@
-"""bf16 detection and the GPU peak table, without needing a GPU."""
+"""Device choice, bf16 detection and the GPU peak table, without needing a GPU."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lmcli import devices
-from lmcli.devices import gpu_entry, gpu_peak
+from lmcli.devices import gpu_entry, gpu_peak, resolve_device
+from lmcli.errors import SettingError
 
 
 @pytest.mark.parametrize("entry", devices._GPU_PEAKS, ids=lambda entry: entry[0])
@@ -54,3 +55,16 @@ def test_bf16_on_a_gpu_means_ampere_or_later(monkeypatch: pytest.MonkeyPatch,
     gpu = torch.device("cuda", 0)
     assert devices.native_bf16(gpu) is bf16
     assert devices.amp_dtype(gpu) == (torch.bfloat16 if bf16 else torch.float16)
+
+
+def test_bad_device_names_the_setting() -> None:
+    with pytest.raises(SettingError) as caught:
+        resolve_device("tpu")
+    assert caught.value.render(lambda name: f"--{name}").startswith("--device must be auto, cpu")
+    assert str(caught.value).startswith("device must be")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_a_missing_gpu_names_the_setting() -> None:
+    with pytest.raises(SettingError, match="device cuda:1 was asked for, but no CUDA GPU"):
+        resolve_device("cuda:1")
