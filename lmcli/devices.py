@@ -78,8 +78,8 @@ def amp_dtype(device: torch.device) -> torch.dtype:
 
 def autocast(device: torch.device, enabled: bool) -> AbstractContextManager[object]:
     """Mixed precision when asked: matrix products in bf16 (fp16 on older GPUs) with fp32
-    weights and accumulation; a no-op elsewhere. On a CPU with AVX512-BF16 the products run
-    about 1.4x faster (benchmarks/quality)."""
+    weights and accumulation; a no-op elsewhere. On a CPU it pays only where bf16 is
+    native (see benchmarks/quality/FINDINGS.md)."""
     if enabled and device.type in ("cuda", "cpu"):
         return torch.autocast(device.type, dtype=amp_dtype(device))
     return nullcontext()

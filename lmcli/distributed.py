@@ -42,8 +42,9 @@ T = TypeVar("T")
 # Steps between agreements on the clock and on a stop request: a host sync on a GPU, so
 # not every step; a time limit or Ctrl-C takes effect within this many steps.
 SYNC_EVERY = 16
-# Rank 0 reads and encodes the corpus while the others wait for it at a barrier: a 1 GB
-# word-level corpus takes minutes, far more than the 10-minute default of NCCL.
+# Rank 0 reads and encodes the corpus while the others wait for it at a barrier, so the
+# collectives' timeout must outlast encoding the largest corpus on a slow disk, not only
+# a training step: NCCL's default is far shorter (see benchmarks/quality/FINDINGS.md).
 TIMEOUT = _dt.timedelta(minutes=60)
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -218,9 +219,10 @@ def leave(together: bool = True) -> None:
     The group must be gone before the interpreter shuts down: gloo's worker threads drop
     their last finished collective (which holds Python tensors) after the caller has moved
     on, and a thread that wants the GIL during finalization aborts the process
-    (``terminate called without an active exception``, one exit in ~20 here). So the
-    trainer, whose DDP wrapper holds the group, is collected first, and the group's
-    destructor then joins its threads while Python is still whole."""
+    (``terminate called without an active exception``, now and then: see
+    benchmarks/quality/FINDINGS.md). So the trainer, whose DDP wrapper holds the group, is
+    collected first, and the group's destructor then joins its threads while Python is
+    still whole."""
     if dist.is_available() and dist.is_initialized():
         if together:
             dist.barrier()
