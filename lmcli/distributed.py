@@ -8,7 +8,7 @@ without them lmcli runs as the single process it always was, with no process gro
 
 How the work is shared (the trainer does it; this module holds the pieces):
 
-- ``--batch-size`` is the global batch: the B lanes of truncated BPTT are laid out over the
+- ``batch_size`` is the global batch: the B lanes of truncated BPTT are laid out over the
   token stream exactly as in one process, and rank r trains lanes [r*B/N, (r+1)*B/N). No
   two ranks see the same windows, an epoch is the same set of windows whatever N is, and
   the run position, the recurrent state (gathered) and the checkpoint mean the same thing
@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import LmcliError, SettingError, UsageError
 
 T = TypeVar("T")
 
@@ -181,11 +181,11 @@ def place(device: torch.device, world: World) -> torch.device:
     if not launched() or device.type != "cuda":
         return device
     if device.index not in (None, 0) and device.index != world.local_rank:
-        raise UsageError(f"--device {device} under torchrun: each process trains on the GPU of "
-                         "its LOCAL_RANK; pass --device cuda (or auto)")
+        raise SettingError(f"{{device}} {device} under torchrun: each process trains on the GPU "
+                           "of its LOCAL_RANK; use {device} cuda (or auto)")
     if world.local_rank >= torch.cuda.device_count():
         raise UsageError(f"LOCAL_RANK {world.local_rank}, but this machine has "
-                         f"{torch.cuda.device_count()} CUDA device(s); lower --nproc_per_node")
+                         f"{torch.cuda.device_count()} CUDA device(s); lower --nproc_per_node (torchrun's)")
     return torch.device("cuda", world.local_rank)
 
 
