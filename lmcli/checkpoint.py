@@ -49,12 +49,14 @@ LATEST = "LATEST"
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def to_cpu(value: Any, _seen: dict[int, torch.Tensor] | None = None) -> Any:
+def to_cpu(value: Any, _seen: dict[tuple[Any, ...], torch.Tensor] | None = None) -> Any:
     """A copy of nested dicts / lists / tuples with every tensor moved to the CPU; tensors
-    that shared storage (tied weights) still share it."""
+    that are the same view of the same memory (tied weights) become one CPU tensor.
+    ``state_dict()`` gives each name of a tied matrix a tensor object of its own, so they
+    are matched by memory, not by identity."""
     seen = {} if _seen is None else _seen
     if isinstance(value, torch.Tensor):
-        key = id(value)
+        key = (value.device, value.data_ptr(), value.dtype, tuple(value.shape), value.stride())
         if key not in seen:
             seen[key] = value.detach().to("cpu")
         return seen[key]
