@@ -230,14 +230,16 @@ class AdaptiveSoftmax(nn.Module):
 
 
 class RNNLM(nn.Module):
-    """Embedding -> stacked recurrent layers -> (projection) -> linear over the vocabulary.
+    """Embedding -> stacked recurrent layers -> (projection) -> output layer over the
+    vocabulary (a linear layer, or an adaptive softmax).
 
     Each layer is its own single-layer PyTorch RNN module, so that locked dropout can act
     between layers and weight-drop can replace a layer's hidden-to-hidden matrix for one
     forward pass; the fused (cuDNN / oneDNN) kernel still runs each layer.
 
     With ``tie_weights`` the output layer shares the embedding matrix; when the hidden size
-    differs from the embedding size a linear projection maps hidden states down first.
+    differs from the embedding size a linear projection maps hidden states to the
+    embedding size first.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -435,8 +437,10 @@ _OLD_RNN_KEY = re.compile(r"^rnn\.(weight|bias)_(ih|hh)_l(\d+)$")
 
 
 def upgrade_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Weights saved by lmcli 0.1 (one multi-layer RNN module, keys ``rnn.weight_ih_l1``)
-    renamed for the per-layer modules (``rnns.1.weight_ih_l0``); the numbers are the same."""
+    """Weights saved in the older layout (one multi-layer RNN module, keys
+    ``rnn.weight_ih_l1``) renamed for the per-layer modules (``rnns.1.weight_ih_l0``); the
+    numbers are the same. Both layouts carry format version 1 and lmcli 0.1.0, so the keys
+    are what tells them apart."""
     upgraded = {}
     for key, value in state_dict.items():
         match = _OLD_RNN_KEY.match(key)
