@@ -447,10 +447,11 @@ def tune(utterances: list[Utterance]) -> TuneResult:
     """Grid-search lm_weight and bonus to minimise WER on utterances with references,
     coarse then fine.
 
-    The grid is scaled to the data. The LM weight runs over 0 and 1/64 to 64 times the
-    ratio of the acoustic to the LM score spread within N-best lists. For each weight the
-    bonus runs over +-half the spread of the combined score per word, which covers every
-    decision a word-count difference can flip. Ties go to the smaller |bonus|, then the
+    The grid is scaled to the data, by the median spread (max - min) of a score within an
+    N-best list. The LM weight runs over 0 and 1/64 to 64 times the ratio of the acoustic
+    to the LM spread. For each weight the bonus per word runs over +-half the combined
+    score's spread (the acoustic spread plus the weight times the LM spread), then over a
+    tenth of that around the best coarse point. Ties go to the smaller |bonus|, then the
     smaller weight: the least intervention that reaches the lowest error.
     """
     matrix = _Matrix.of(utterances)
