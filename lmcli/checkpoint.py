@@ -3,7 +3,7 @@
 A checkpoint loads with ``torch.load(path, weights_only=True)``: no pickled code, ever. It
 holds the format version, the model config as a dict, the tokenizer state (sentencepiece
 model bytes included), the weights of the unwrapped module on the CPU, the metrics
-history, provenance, and, in ``last.pt``, the training state that ``--resume`` needs.
+history, provenance, and, in ``last.pt``, the training state that resuming needs.
 Files are written to a temporary name, flushed to disk and renamed over the old one, so a
 crash mid-save leaves the previous checkpoint intact.
 
@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 import lmcli
-from lmcli.errors import LmcliError
+from lmcli.errors import LmcliError, SettingError
 from lmcli.model import RNNLM, ModelConfig
 from lmcli.tokenizers import Tokenizer, tokenizer_from_state
 
@@ -49,12 +49,14 @@ LATEST = "LATEST"
 ZIP_MAGIC = b"PK\x03\x04"
 
 
-def to_cpu(value: Any, _seen: dict[int, torch.Tensor] | None = None) -> Any:
+def to_cpu(value: Any, _seen: dict[tuple[Any, ...], torch.Tensor] | None = None) -> Any:
     """A copy of nested dicts / lists / tuples with every tensor moved to the CPU; tensors
-    that shared storage (tied weights) still share it."""
+    that are the same view of the same memory (tied weights) become one CPU tensor.
+    ``state_dict()`` gives each name of a tied matrix a tensor object of its own, so they
+    are matched by memory, not by identity."""
     seen = {} if _seen is None else _seen
     if isinstance(value, torch.Tensor):
-        key = id(value)
+        key = (value.device, value.data_ptr(), value.dtype, tuple(value.shape), value.stride())
         if key not in seen:
             seen[key] = value.detach().to("cpu")
         return seen[key]
@@ -187,7 +189,6 @@ class Checkpoint:
             raise LmcliError(f"{self.path}: weights do not match the model config ({first})") from None
         return model.to(device).eval()
 
-
     def summary(self) -> dict[str, Any]:
         """What ``lmcli info`` reports, as plain data."""
         payload, config, tokenizer = self.payload, self.model_config, self.tokenizer
@@ -310,15 +311,16 @@ def latest_run(root: Path = DEFAULT_ROOT) -> Path | None:
 
 
 def resolve(spec: str | Path | None, root: Path = DEFAULT_ROOT, prefer: str = BEST) -> Path:
-    """The checkpoint file meant by ``-c``: a file as given; a run folder means its best
-    checkpoint (its last one when no best was written); nothing means the last run."""
+    """The checkpoint file a ``checkpoint`` setting means: a file as given; a run folder
+    means its best checkpoint (its last one when no best was written); nothing means the
+    last run."""
     if spec is None or str(spec) == "":
         run = latest_run(root)
         if run is None:
-            raise LmcliError(f"no checkpoint given and no training run recorded in {root}/; "
-                             "train one with `lmcli train` or pass -c PATH")
+            raise SettingError(f"no checkpoint given and no training run recorded in {root}/; "
+                               "train one with `lmcli train` or give {checkpoint}")
         if not run.exists():
-            raise LmcliError(f"the last training run ({run}) no longer exists; pass -c PATH")
+            raise SettingError(f"the last training run ({run}) no longer exists; give {{checkpoint}}")
         spec = run
     path = Path(spec)
     if path.is_dir():

@@ -8,7 +8,7 @@ without them lmcli runs as the single process it always was, with no process gro
 
 How the work is shared (the trainer does it; this module holds the pieces):
 
-- ``--batch-size`` is the global batch: the B lanes of truncated BPTT are laid out over the
+- ``batch_size`` is the global batch: the B lanes of truncated BPTT are laid out over the
   token stream exactly as in one process, and rank r trains lanes [r*B/N, (r+1)*B/N). No
   two ranks see the same windows, an epoch is the same set of windows whatever N is, and
   the run position, the recurrent state (gathered) and the checkpoint mean the same thing
@@ -35,15 +35,16 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import LmcliError, SettingError, UsageError
 
 T = TypeVar("T")
 
 # Steps between agreements on the clock and on a stop request: a host sync on a GPU, so
 # not every step; a time limit or Ctrl-C takes effect within this many steps.
 SYNC_EVERY = 16
-# Rank 0 reads and encodes the corpus while the others wait for it at a barrier: a 1 GB
-# word-level corpus takes minutes, far more than the 10-minute default of NCCL.
+# Rank 0 reads and encodes the corpus while the others wait for it at a barrier, so the
+# collectives' timeout must outlast encoding the largest corpus on a slow disk, not only
+# a training step: NCCL's default is far shorter (see benchmarks/quality/FINDINGS.md).
 TIMEOUT = _dt.timedelta(minutes=60)
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 
@@ -180,11 +181,11 @@ def place(device: torch.device, world: World) -> torch.device:
     if not launched() or device.type != "cuda":
         return device
     if device.index not in (None, 0) and device.index != world.local_rank:
-        raise UsageError(f"--device {device} under torchrun: each process trains on the GPU of "
-                         "its LOCAL_RANK; pass --device cuda (or auto)")
+        raise SettingError(f"{{device}} {device} under torchrun: each process trains on the GPU "
+                           "of its LOCAL_RANK; use {device} cuda (or auto)")
     if world.local_rank >= torch.cuda.device_count():
         raise UsageError(f"LOCAL_RANK {world.local_rank}, but this machine has "
-                         f"{torch.cuda.device_count()} CUDA device(s); lower --nproc_per_node")
+                         f"{torch.cuda.device_count()} CUDA device(s); lower --nproc_per_node (torchrun's)")
     return torch.device("cuda", world.local_rank)
 
 
@@ -218,9 +219,10 @@ def leave(together: bool = True) -> None:
     The group must be gone before the interpreter shuts down: gloo's worker threads drop
     their last finished collective (which holds Python tensors) after the caller has moved
     on, and a thread that wants the GIL during finalization aborts the process
-    (``terminate called without an active exception``, one exit in ~20 here). So the
-    trainer, whose DDP wrapper holds the group, is collected first, and the group's
-    destructor then joins its threads while Python is still whole."""
+    (``terminate called without an active exception``, now and then: see
+    benchmarks/quality/FINDINGS.md). So the trainer, whose DDP wrapper holds the group, is
+    collected first, and the group's destructor then joins its threads while Python is
+    still whole."""
     if dist.is_available() and dist.is_initialized():
         if together:
             dist.barrier()

@@ -28,17 +28,15 @@ from lmcli.units import parse_int_list
 CELLS = ("rnn", "lstm", "gru")
 SOFTMAXES = ("full", "adaptive")
 # Cluster boundaries for an adaptive softmax, kept while each leaves a real tail behind
-# it. On the 10k-word quality benchmark a head of 1,000 words and clusters [1000, 4000) and
-# [4000, 10000) trained 17% faster than a head of 2,000 and reached a lower perplexity
-# (34.8 against 35.1 sentence-level in 15 minutes); a head that small holds ~91% of
-# running words in English text.
+# it. The head is small because the most frequent words carry most running text, so most
+# tokens never touch a tail; a smaller head trained faster, and to a lower perplexity,
+# than a larger one (see benchmarks/quality/FINDINGS.md).
 ADAPTIVE_CUTOFFS = (1000, 4000, 20000, 100000)
 
 # The output layer's product runs with its width padded to a multiple of this (zero weight
 # rows, -inf bias: a softmax over the result is the same distribution, the extra columns
-# get probability 0 and gradient 0). A CPU's float32 sgemm writes an output 4,247 columns
-# wide at 89 GFLOP/s and one 4,256 wide at 149 (oneDNN, 2 cores, measured), and GPU
-# tensor cores want multiples of 8.
+# get probability 0 and gradient 0). A CPU's float32 sgemm runs much faster on an aligned
+# output width, and GPU tensor cores want multiples of 8 (see benchmarks/quality/FINDINGS.md).
 OUTPUT_ALIGN = 16
 # Fewer rows than this (a token at a time, as generation runs) go unpadded: there the copy
 # of the weight would cost about what the product does.
@@ -252,14 +250,16 @@ class AdaptiveSoftmax(nn.Module):
 
 
 class RNNLM(nn.Module):
-    """Embedding -> stacked recurrent layers -> (projection) -> linear over the vocabulary.
+    """Embedding -> stacked recurrent layers -> (projection) -> output layer over the
+    vocabulary (a linear layer, or an adaptive softmax).
 
     Each layer is its own single-layer PyTorch RNN module, so that locked dropout can act
     between layers and weight-drop can replace a layer's hidden-to-hidden matrix for one
     forward pass; the fused (cuDNN / oneDNN) kernel still runs each layer.
 
     With ``tie_weights`` the output layer shares the embedding matrix; when the hidden size
-    differs from the embedding size a linear projection maps hidden states down first.
+    differs from the embedding size a linear projection maps hidden states to the
+    embedding size first.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -346,8 +346,8 @@ class RNNLM(nn.Module):
         out: the training loss. With ``normalizer`` the sum is divided by it instead of by
         the number of targets here (data-parallel ranks divide by their share of the
         global batch's count, so that DDP's gradient average is the global mean). The full
-        softmax takes PyTorch's fused cross-entropy (about 8% faster a step than the
-        per-token path on a CPU, measured)."""
+        softmax takes PyTorch's fused cross-entropy, which is faster than the per-token
+        path (see benchmarks/quality/FINDINGS.md)."""
         if isinstance(self.decoder, AdaptiveSoftmax):
             logprobs = self.target_log_probs(features, targets)
             count = (targets != ignore_index).sum().clamp(min=1) if normalizer is None else normalizer
@@ -459,8 +459,10 @@ _OLD_RNN_KEY = re.compile(r"^rnn\.(weight|bias)_(ih|hh)_l(\d+)$")
 
 
 def upgrade_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Weights saved by lmcli 0.1 (one multi-layer RNN module, keys ``rnn.weight_ih_l1``)
-    renamed for the per-layer modules (``rnns.1.weight_ih_l0``); the numbers are the same."""
+    """Weights saved in the older layout (one multi-layer RNN module, keys
+    ``rnn.weight_ih_l1``) renamed for the per-layer modules (``rnns.1.weight_ih_l0``); the
+    numbers are the same. Both layouts carry format version 1 and lmcli 0.1.0, so the keys
+    are what tells them apart."""
     upgraded = {}
     for key, value in state_dict.items():
         match = _OLD_RNN_KEY.match(key)

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from lmcli.errors import LmcliError, UsageError
+from lmcli.errors import LmcliError, SettingError, UsageError
 from lmcli.model import RNNLM
 from lmcli.scoring import score_sentences
 from lmcli.text import chunk_lines, iter_chunks
@@ -109,7 +109,7 @@ class _Collector:
 
     def problem(self, message: str) -> None:
         if not self.skip_bad:
-            raise LmcliError(message + " (--skip-bad skips such utterances)")
+            raise LmcliError(message + " (the skip_bad setting skips such utterances)")
         self.skipped += 1
         self.warn(message + "; skipped")
 
@@ -264,8 +264,9 @@ def detect_format(first_line: str) -> str:
         return "jsonl"
     if stripped.count("\t") >= 1 and len(stripped.split("\t")) >= 2:
         return "tsv"
-    raise UsageError("cannot tell the N-best format from its first line; pass --format, or "
-                     "--scores FILE for Kaldi N-best text")
+    raise SettingError("cannot tell the N-best format from its first line; set {format}, or "
+                       "give Kaldi N-best text its scores ({scores}, or {dev_scores} for a "
+                       "{tune} list)")
 
 
 @dataclass
@@ -284,7 +285,7 @@ def read_nbest(source: NbestSource, *, stdin: Iterable[str] | None = None, skip_
                warn: Warn = lambda m: None) -> list[Utterance]:
     """Read an N-best list in any of the three formats; attach references if given."""
     if source.format not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, got {source.format!r}")
+        raise SettingError(f"{{format}} must be one of {', '.join(FORMATS)}, got {source.format!r}")
     name = "stdin" if str(source.path) == "-" else str(source.path)
     raw = list(stdin) if str(source.path) == "-" and stdin is not None else None
     if str(source.path) == "-" and raw is None:
@@ -306,7 +307,8 @@ def read_nbest(source: NbestSource, *, stdin: Iterable[str] | None = None, skip_
         utterances = read_tsv(lines, name, **options)
     else:
         if source.scores is None:
-            raise UsageError("Kaldi N-best text needs --scores FILE (lines 'UTTID-K score')")
+            raise SettingError("Kaldi N-best text needs its scores, lines 'UTTID-K score' "
+                               "({scores}, or {dev_scores} for a {tune} list)")
         utterances = read_kaldi(lines, _lines(source.scores, None, source.encoding), name,
                                 str(source.scores), **options)
     if not utterances:
@@ -445,10 +447,11 @@ def tune(utterances: list[Utterance]) -> TuneResult:
     """Grid-search lm_weight and bonus to minimise WER on utterances with references,
     coarse then fine.
 
-    The grid is scaled to the data. The LM weight runs over 0 and 1/64 to 64 times the
-    ratio of the acoustic to the LM score spread within N-best lists. For each weight the
-    bonus runs over +-half the spread of the combined score per word, which covers every
-    decision a word-count difference can flip. Ties go to the smaller |bonus|, then the
+    The grid is scaled to the data, by the median spread (max - min) of a score within an
+    N-best list. The LM weight runs over 0 and 1/64 to 64 times the ratio of the acoustic
+    to the LM spread. For each weight the bonus per word runs over +-half the combined
+    score's spread (the acoustic spread plus the weight times the LM spread), then over a
+    tenth of that around the best coarse point. Ties go to the smaller |bonus|, then the
     smaller weight: the least intervention that reaches the lowest error.
     """
     matrix = _Matrix.of(utterances)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from lmcli.errors import LmcliError
+from lmcli.errors import LmcliError, SettingError
 
 LOCK_NAME = ".lock"
 
@@ -63,9 +63,9 @@ class RunLock:
                     time.sleep(0.2)  # being written this instant by another run
                     continue
                 if owner is not None and not self.force and self._live(owner):
-                    raise LmcliError(
+                    raise SettingError(
                         f"{self.out_dir} is in use by another lmcli train (pid {owner.get('pid')} "
-                        f"on {owner.get('host')}); wait for it, choose another --out, or --force")
+                        f"on {owner.get('host')}); wait for it, choose another {{out}}, or {{force}}")
                 self.path.unlink(missing_ok=True)  # stale (its owner is gone) or forced
                 continue
             with os.fdopen(fd, "w") as handle:

@@ -1,7 +1,7 @@
 """Sampling new text from a model, one network step per token with the state carried.
 
 ``<UNK>`` is never emitted: its logit is removed before temperature, top-k and top-p, so
-the rest is renormalised at every step, whatever the model thinks of it. The flags mean
+the rest is renormalised at every step, whatever the model thinks of it. The settings mean
 what they mean in Hugging Face ``generate()``: temperature first, then top-k (0 = off),
 then top-p (1.0 = off); greedy takes the most likely token.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lmcli.errors import UsageError
+from lmcli.errors import SettingError
 from lmcli.model import RNNLM
 from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
 
@@ -29,15 +29,15 @@ class SamplingConfig:
 
     def validate(self) -> SamplingConfig:
         if not self.greedy and not (self.temperature > 0 and math.isfinite(self.temperature)):
-            raise UsageError(f"--temperature must be > 0 (or use --greedy), got {self.temperature}")
+            raise SettingError(f"{{temperature}} must be > 0 (or use {{greedy}}), got {self.temperature}")
         if self.top_k < 0:
-            raise UsageError(f"--top-k must be >= 0 (0 turns it off), got {self.top_k}")
+            raise SettingError(f"{{top_k}} must be >= 0 (0 turns it off), got {self.top_k}")
         if not 0.0 < self.top_p <= 1.0:
-            raise UsageError(f"--top-p must be in (0, 1] (1 turns it off), got {self.top_p}")
+            raise SettingError(f"{{top_p}} must be in (0, 1] (1 turns it off), got {self.top_p}")
         if self.max_tokens < 1:
-            raise UsageError(f"--max-tokens must be at least 1, got {self.max_tokens}")
+            raise SettingError(f"{{max_tokens}} must be at least 1, got {self.max_tokens}")
         if self.lines < 1:
-            raise UsageError(f"--lines must be at least 1, got {self.lines}")
+            raise SettingError(f"{{lines}} must be at least 1, got {self.lines}")
         return self
 
 
@@ -78,7 +78,7 @@ def generate(model: RNNLM, tokenizer: Tokenizer, *, prime: str = "", num_samples
     """Sample ``num_samples`` texts together as one batch."""
     config = (config or SamplingConfig()).validate()
     if num_samples < 1:
-        raise UsageError(f"--num-samples must be at least 1, got {num_samples}")
+        raise SettingError(f"{{num_samples}} must be at least 1, got {num_samples}")
     device = model.embedding.weight.device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else torch.seed())

@@ -18,7 +18,7 @@ import torch
 
 from lmcli.batches import BpttBatches
 from lmcli.corpus import encode_stream
-from lmcli.errors import LmcliError
+from lmcli.errors import LmcliError, SettingError
 from lmcli.model import RNNLM
 from lmcli.text import TextFiles
 from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
@@ -69,6 +69,11 @@ def _batches(items: list[tuple[int, Ids]], batch_size: int, vocab: int
         yield batch
 
 
+def _check_batch_size(batch_size: int) -> None:
+    if batch_size < 1:
+        raise SettingError(f"{{batch_size}} must be at least 1, got {batch_size}")
+
+
 @torch.no_grad()
 def _score_batch(model: RNNLM, batch: list[Ids], eos: bool, device: torch.device
                  ) -> list[np.ndarray]:
@@ -100,8 +105,7 @@ def score_ids(model: RNNLM, encoded: Sequence[Ids], *, batch_size: int = 64, eos
               ) -> list[np.ndarray]:
     """Per-token log-probabilities of many id sequences (each from an empty context), in
     input order; length-sorted batches inside. The model is left in the mode it was in."""
-    if batch_size < 1:
-        raise LmcliError(f"--batch-size must be at least 1, got {batch_size}")
+    _check_batch_size(batch_size)
     device = model.embedding.weight.device
     was_training = model.training
     model.eval()
@@ -118,8 +122,7 @@ def score_sentences(model: RNNLM, tokenizer: Tokenizer, sentences: Iterable[str]
                     group_size: int = 4096) -> Iterator[SentenceScore]:
     """Scores in input order, streamed: ``group_size`` sentences are read, sorted by length,
     scored in batches and given back before more are read."""
-    if batch_size < 1:
-        raise LmcliError(f"--batch-size must be at least 1, got {batch_size}")
+    _check_batch_size(batch_size)
     model.eval()
     group: list[str] = []
     for sentence in sentences:

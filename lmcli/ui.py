@@ -1,7 +1,8 @@
 """What people see: rich progress bars, tables and messages (part of the CLI layer).
 
-Everything here writes to stderr, except tables that *are* a command's result when
-stdout is a terminal. Programs read ``--json`` lines instead, written by :func:`emit_json`.
+Messages, progress and summaries go to stderr. Stdout carries only a command's results:
+tables when stdout is a terminal, or the ``--json`` lines that programs read, written by
+:func:`emit_json` (training events among them).
 """
 
 from __future__ import annotations

@@ -40,6 +40,18 @@ def test_round_trip_with_plain_weights_only_torch_load(tmp_path: Path) -> None:
     assert loaded.summary()["parameters"] == model.num_parameters()  # the tied matrix once
 
 
+def test_tied_weights_stay_one_tensor_whatever_the_device() -> None:
+    """state_dict() hands out a tensor object per name, so to_cpu must match tied weights
+    by memory: copied from a GPU one by one, they would be saved (and counted) twice."""
+    weight = torch.randn(3, 4)
+    state = {"embedding.weight": weight.detach(), "decoder.weight": weight.detach(),
+             "other": weight[1:].detach()}
+    moved = ckpt.to_cpu(state)
+    assert moved["embedding.weight"] is moved["decoder.weight"]
+    assert moved["other"] is not moved["embedding.weight"]
+    torch.testing.assert_close(moved["other"], weight[1:])
+
+
 def test_non_plain_values_are_caught_before_writing(tmp_path: Path) -> None:
     payload = small_payload()
     payload["provenance"]["where"] = tmp_path  # a Path: weights_only loading would refuse it
