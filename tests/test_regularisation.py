@@ -14,7 +14,7 @@ from lmcli.model import (RNNLM, Activations, ModelConfig, embedding_dropout, loc
                          upgrade_state_dict)
 from lmcli.train import Trainer, TrainConfig, activation_penalty, resume_run, start_run
 
-from test_train import request, stop_after, train_losses, weights
+from conftest import stop_after, train_request, valid_losses, weights
 
 V, D, H = 11, 5, 6
 
@@ -151,14 +151,14 @@ def test_sentence_batches_inputs_are_targets_shifted() -> None:
 
 def test_sentence_batching_trains_and_resumes_exactly(tmp_path: Path) -> None:
     settings = {"batching": "sentences", "max_steps": 30}
-    straight = start_run(request(tmp_path, "straight", **settings), root=tmp_path / "ck")
-    losses = train_losses(straight.last_path)
-    start_run(request(tmp_path, "resumed", **settings), root=tmp_path / "ck", should_stop=stop_after(13))
+    straight = start_run(train_request(tmp_path, "straight", **settings), root=tmp_path / "ck")
+    losses = valid_losses(straight.last_path)
+    start_run(train_request(tmp_path, "resumed", **settings), root=tmp_path / "ck", should_stop=stop_after(13))
     finished = resume_run(tmp_path / "resumed", root=tmp_path / "ck")
     assert finished.step == straight.step
     for name, value in weights(straight.last_path).items():
         torch.testing.assert_close(weights(finished.last_path)[name], value, rtol=0, atol=0)
-    assert train_losses(finished.last_path) == losses
+    assert valid_losses(finished.last_path) == losses
 
 
 def phase_steps(path: Path) -> list[int]:
@@ -171,19 +171,19 @@ def test_sentence_phase_begins_at_its_share_and_resumes_exactly(tmp_path: Path, 
     (23/30 is the first share past 3/4), and a run stopped before or inside the phase
     resumes to the same weights, bit for bit."""
     settings = {"sentence_phase": 0.25, "max_steps": 30, "lr_schedule": "cosine"}
-    straight = start_run(request(tmp_path, "straight", **settings), root=tmp_path / "ck")
+    straight = start_run(train_request(tmp_path, "straight", **settings), root=tmp_path / "ck")
     assert phase_steps(straight.last_path) == [23]  # 23 steps taken when it began
     state = torch.load(straight.last_path, weights_only=True)["training_state"]["run"]
     assert state["phase"] == "sentences" and state["step"] == 30
-    start_run(request(tmp_path, "resumed", **settings), root=tmp_path / "ck", should_stop=stop_after(stop_at))
+    start_run(train_request(tmp_path, "resumed", **settings), root=tmp_path / "ck", should_stop=stop_after(stop_at))
     finished = resume_run(tmp_path / "resumed", root=tmp_path / "ck")
     assert finished.step == straight.step
     for name, value in weights(straight.last_path).items():
         torch.testing.assert_close(weights(finished.last_path)[name], value, rtol=0, atol=0)
-    assert train_losses(finished.last_path) == train_losses(straight.last_path)
+    assert valid_losses(finished.last_path) == valid_losses(straight.last_path)
     assert phase_steps(finished.last_path) == [23]
     # Without the phase the same run ends elsewhere: the phase changed the windows.
-    plain = start_run(request(tmp_path, "plain", **{**settings, "sentence_phase": 0.0}), root=tmp_path / "ck")
+    plain = start_run(train_request(tmp_path, "plain", **{**settings, "sentence_phase": 0.0}), root=tmp_path / "ck")
     assert phase_steps(plain.last_path) == []
     assert any(not torch.equal(value, weights(plain.last_path)[name])
                for name, value in weights(straight.last_path).items())
@@ -191,8 +191,8 @@ def test_sentence_phase_begins_at_its_share_and_resumes_exactly(tmp_path: Path, 
 
 def test_sentence_phase_spends_the_epochs_steps_and_validates_at_the_end(tmp_path: Path) -> None:
     settings = {"sentence_phase": 0.5, "max_steps": None, "epochs": 2, "eval_every": 1000}
-    with_phase = start_run(request(tmp_path, "phase", **settings), root=tmp_path / "ck")
-    without = start_run(request(tmp_path, "plain", **{**settings, "sentence_phase": 0.0}), root=tmp_path / "ck")
+    with_phase = start_run(train_request(tmp_path, "phase", **settings), root=tmp_path / "ck")
+    without = start_run(train_request(tmp_path, "plain", **{**settings, "sentence_phase": 0.0}), root=tmp_path / "ck")
     assert with_phase.reason == without.reason == "completed"
     assert with_phase.step == without.step  # two stream epochs' worth of steps
     assert phase_steps(with_phase.last_path) == [without.step // 2]  # at the end of epoch 1
@@ -204,7 +204,7 @@ def test_sentence_phase_spends_the_epochs_steps_and_validates_at_the_end(tmp_pat
 
 def test_sentence_phase_is_skipped_with_a_note_when_sentences_are_too_few(tmp_path: Path) -> None:
     """Three long lines fill the stream windows of 4 lanes but not one batch of 4 sentences."""
-    req = request(tmp_path, "run", sentence_phase=0.5, max_steps=12)
+    req = train_request(tmp_path, "run", sentence_phase=0.5, max_steps=12)
     Path(req.corpus[0]).write_text(("the cat sat on the mat and then " * 12 + "\n") * 3, encoding="utf-8")
     notes: list[str] = []
     finished = start_run(req, root=tmp_path / "ck", on_event=lambda e: notes.append(getattr(e, "text", "")))
@@ -219,23 +219,23 @@ def test_ntasgd_averages_after_validation_stalls_and_resumes_exactly(tmp_path: P
     settings = {"optimizer": "ntasgd", "lr": 5.0, "nonmono": 1, "eval_every": 4, "max_steps": 24,
                 "patience": 100}
     notes: list[str] = []
-    straight = start_run(request(tmp_path, "straight", **settings), root=tmp_path / "ck",
+    straight = start_run(train_request(tmp_path, "straight", **settings), root=tmp_path / "ck",
                          on_event=lambda e: notes.append(getattr(e, "text", "")))
     assert any("averaging the weights" in n for n in notes)
     state = torch.load(straight.last_path, weights_only=True)["training_state"]
     assert state["run"]["averaged_from"] > 0 and state["average"] is not None
-    start_run(request(tmp_path, "resumed", **settings), root=tmp_path / "ck", should_stop=stop_after(17))
+    start_run(train_request(tmp_path, "resumed", **settings), root=tmp_path / "ck", should_stop=stop_after(17))
     finished = resume_run(tmp_path / "resumed", root=tmp_path / "ck")
     resumed_state = torch.load(finished.last_path, weights_only=True)["training_state"]
     for a, b in zip(resumed_state["average"], state["average"]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert train_losses(finished.last_path) == train_losses(straight.last_path)
+    assert valid_losses(finished.last_path) == valid_losses(straight.last_path)
 
 
 def test_average_is_the_mean_of_the_iterates(tmp_path: Path) -> None:
     settings = {"optimizer": "ntasgd", "lr": 5.0, "nonmono": 1, "eval_every": 4, "max_steps": 24,
                 "patience": 100}
-    finished = start_run(request(tmp_path, "run", **settings), root=tmp_path / "ck")
+    finished = start_run(train_request(tmp_path, "run", **settings), root=tmp_path / "ck")
     state = torch.load(finished.last_path, weights_only=True)["training_state"]
     count = state["run"]["average_count"]
     assert state["run"]["averaged_from"] > 0
@@ -249,7 +249,7 @@ def test_cosine_schedule_with_warmup(tmp_path: Path) -> None:
     seen: list[float] = []
     settings = {"optimizer": "adamw", "lr_schedule": "cosine", "warmup": 4, "max_steps": 20,
                 "lr": 0.01, "eval_every": 100}
-    req = request(tmp_path, "run", **settings)
+    req = train_request(tmp_path, "run", **settings)
     from lmcli.data import load_corpus
     from lmcli.model import ModelConfig as MC
     data = load_corpus(req.corpus, req.data)
@@ -283,7 +283,7 @@ def test_cosine_needs_a_budget() -> None:
 
 def test_mixed_precision_on_cpu_trains_and_saves_fp32(tmp_path: Path) -> None:
     """--amp on a CPU: bf16 products, fp32 weights; the loss still falls."""
-    finished = start_run(request(tmp_path, "amp", amp=True, max_steps=40, lr=0.02), root=tmp_path / "ck")
-    losses = train_losses(finished.last_path)
+    finished = start_run(train_request(tmp_path, "amp", amp=True, max_steps=40, lr=0.02), root=tmp_path / "ck")
+    losses = valid_losses(finished.last_path)
     assert all(v.dtype == torch.float32 for v in weights(finished.last_path).values())
     assert losses[-1] < losses[0]
