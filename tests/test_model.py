@@ -1,4 +1,5 @@
-"""The model at toy sizes (N, T, D, H, V of 2 to 6), for every cell."""
+"""The model at toy sizes (N, T, D, H, V of 2 to 6), for every cell, and its AWD-LSTM
+regularisers: locked, embedding and weight-drop dropout."""
 
 from __future__ import annotations
 
@@ -8,16 +9,17 @@ import pytest
 import torch
 
 from lmcli.errors import UsageError
-from lmcli.model import CELLS, RNNLM, ModelConfig, detach_state
+from lmcli.model import (CELLS, RNNLM, ModelConfig, detach_state, embedding_dropout, locked_dropout,
+                         upgrade_state_dict)
 
 N, T, D, H, V = 3, 5, 4, 6, 5
 
 
-def toy(cell: str, **kwargs) -> RNNLM:
+def toy(cell: str = "lstm", **kwargs) -> RNNLM:
     torch.manual_seed(0)
-    config = ModelConfig(vocab_size=V, cell=cell, layers=2, embed_dim=D, hidden_dim=H,
-                         dropout=0.0, **kwargs)
-    return RNNLM(config)
+    config = {"vocab_size": V, "cell": cell, "layers": 2, "embed_dim": D, "hidden_dim": H,
+              "dropout": 0.0, **kwargs}
+    return RNNLM(ModelConfig(**config))
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -167,3 +169,73 @@ def test_output_width_padding_changes_no_number(softmax: str, amp: bool, monkeyp
     for a, b in zip(padded[3], plain[3]):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------------ regularisers
+
+
+def test_locked_dropout_keeps_one_mask_across_time() -> None:
+    torch.manual_seed(1)
+    x = torch.ones(4, 7, 9)
+    dropped = locked_dropout(x, 0.5, training=True)
+    assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))  # same at every step
+    assert set(dropped.unique().tolist()) == {0.0, 2.0}  # kept units scaled by 1/(1-p)
+    assert not torch.equal(dropped[0], dropped[1])  # but a mask per sequence
+    assert locked_dropout(x, 0.5, training=False) is x
+
+
+def test_embedding_dropout_drops_whole_words() -> None:
+    torch.manual_seed(2)
+    weight = torch.randn(50, 4)
+    dropped = embedding_dropout(weight, 0.5, training=True)
+    zero_rows = (dropped == 0).all(dim=1)
+    assert 5 < int(zero_rows.sum()) < 45
+    kept = ~zero_rows
+    torch.testing.assert_close(dropped[kept], weight[kept] * 2.0)
+
+
+def test_weight_drop_changes_training_passes_only_and_trains_the_raw_matrix() -> None:
+    model = toy(weight_drop=0.5)
+    tokens = torch.randint(V, (3, 8))
+    before = model.rnns[0].weight_hh_l0.detach().clone()
+    model.train()
+    first, _ = model(tokens)
+    second, _ = model(tokens)
+    assert not torch.allclose(first, second)  # a new DropConnect mask per pass
+    first.sum().backward()
+    assert model.rnns[0].weight_hh_l0.grad is not None
+    assert model.rnns[0].weight_hh_l0.grad.abs().sum() > 0
+    assert torch.equal(model.rnns[0].weight_hh_l0, before)  # the raw weight is untouched
+    model.eval()
+    a, _ = model(tokens)
+    b, _ = model(tokens)
+    assert torch.equal(a, b)
+    plain = toy()
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(plain.eval()(tokens)[0], a)  # eval uses the full matrix
+
+
+def test_regularised_model_trains_and_gradients_check_in_eval_mode() -> None:
+    """All regularisers on: eval mode is the plain network (dropouts off)."""
+    model = toy(dropout=0.3, dropout_input=0.2, dropout_hidden=0.25, dropout_embed=0.1,
+                weight_drop=0.3, tie_weights=True).double().eval()
+    tokens = torch.randint(V, (2, 5))
+    logits, _ = model(tokens)
+    assert torch.allclose(torch.softmax(logits, -1).sum(-1), torch.ones(2, 5, dtype=torch.double))
+
+
+def test_old_single_module_checkpoints_still_load() -> None:
+    """lmcli 0.1 saved one multi-layer nn.LSTM; its weights give the same numbers now."""
+    config = ModelConfig(vocab_size=V, cell="gru", layers=2, embed_dim=D, hidden_dim=H, dropout=0.0)
+    torch.manual_seed(3)
+    old_rnn = torch.nn.GRU(D, H, num_layers=2, batch_first=True)
+    model = RNNLM(config).eval()
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("rnns.")}
+    old.update({f"rnn.{name}": value for name, value in old_rnn.state_dict().items()})
+    assert "rnns.1.weight_hh_l0" in upgrade_state_dict(old)
+    model.load_state_dict(old)
+    tokens = torch.randint(V, (2, 6))
+    embedded = model.embedding(tokens)
+    expected, _ = old_rnn(embedded)
+    features, _, _ = model.hidden_features(tokens)
+    torch.testing.assert_close(features, expected)
