@@ -140,9 +140,14 @@ def test_a_signal_during_the_parallel_word_pass_exits_at_once(tmp_path: Path, si
     assert processes("sid", process.pid) == []
     assert not [p.name for p in cache.glob("tokens-*")]  # no entry, whole or partial
     assert not out.exists()
+    phases = []
     for run in range(2):
         again = subprocess.run([sys.executable, "-m", "lmcli", *command, "--force"], capture_output=True,
                                text=True, env=env, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         (entry,) = cache.glob("tokens-*")
         assert not entry.name.endswith(".tmp")
+        events = [json.loads(line) for line in again.stdout.splitlines()]
+        phases.append([e["name"] for e in events if e["event"] == "phase"])
+    assert "building vocabulary and encoding" in phases[0] and "encoded before (cached)" not in phases[0]
+    assert "encoded before (cached)" in phases[1] and "building vocabulary and encoding" not in phases[1]
