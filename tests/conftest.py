@@ -20,6 +20,14 @@ os.environ.pop("FORCE_COLOR", None)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def child_env(**changes: str) -> dict[str, str]:
+    """The environment for an lmcli child process: this checkout's package on the path (not
+    the one an editable install elsewhere points at), one thread, and ``changes``."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **changes}
+
 SUBJECTS = ["the cat", "a dog", "the bird", "my friend", "the king", "a child"]
 VERBS = ["sees", "likes", "finds", "follows", "hears", "wants"]
 OBJECTS = ["the moon", "a river", "the tree", "some bread", "the sea", "a song"]
