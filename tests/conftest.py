@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny corpora, a tiny trained run, a pinned terminal width."""
+"""Shared fixtures and helpers: tiny corpora, a tiny trained run, small training runs to
+build and read back, a pinned terminal width."""
 
 from __future__ import annotations
 
@@ -9,12 +10,23 @@ from pathlib import Path
 import pytest
 import torch
 
+from lmcli.corpus import DataConfig
+from lmcli.train import RunRequest, TrainConfig, start_run
+
 # Rich reads these when a console is made: fixed width, no colour codes in captured output.
 os.environ["COLUMNS"] = "100"
 os.environ["NO_COLOR"] = "1"
 os.environ.pop("FORCE_COLOR", None)
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def child_env(**changes: str) -> dict[str, str]:
+    """The environment for an lmcli child process: this checkout's package on the path (not
+    the one an editable install elsewhere points at), one thread, and ``changes``."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **changes}
 
 SUBJECTS = ["the cat", "a dog", "the bird", "my friend", "the king", "a child"]
 VERBS = ["sees", "likes", "finds", "follows", "hears", "wants"]
@@ -88,9 +100,6 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny word-level LSTM trained for a few seconds, shared by read-only tests."""
-    from lmcli.corpus import DataConfig
-    from lmcli.train import RunRequest, TrainConfig, start_run
-
     root = tmp_path_factory.mktemp("trained")
     corpus = root / "corpus.txt"
     corpus.write_text("\n".join(english_lines(400, seed=1)) + "\n", encoding="utf-8")
@@ -101,3 +110,44 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
         out_dir=root / "run")
     start_run(request, root=root / "checkpoints")
     return root / "run"
+
+
+# ----------------------------------------------------------------- small training runs
+
+
+def corpus_file(tmp_path: Path, n: int = 200) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(english_lines(n, seed=5)) + "\n", encoding="utf-8")
+    return path
+
+
+def train_request(tmp_path: Path, out: str, cell: str = "lstm", **train: object) -> RunRequest:
+    """A 24-step word-level run of a tiny two-layer model on ``corpus_file``, into
+    ``tmp_path / out``; ``train`` overrides TrainConfig fields."""
+    settings = {"seq_len": 10, "batch_size": 4, "epochs": None, "max_steps": 24, "lr": 0.01,
+                "seed": 7, "device": "cpu", "eval_every": 8, **train}
+    return RunRequest(
+        corpus=[str(corpus_file(tmp_path))],
+        data=DataConfig(level="word", min_freq=1, valid_fraction=0.1),
+        model={"cell": cell, "layers": 2, "embed_dim": 12, "hidden_dim": 16, "dropout": 0.2},
+        train=TrainConfig(**settings), out_dir=tmp_path / out)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def valid_losses(path: Path) -> list[float]:
+    """The validation losses a checkpoint's metrics history holds, in order."""
+    return [m["loss"] for m in torch.load(path, weights_only=True)["metrics"] if m["event"] == "valid"]
+
+
+def stop_after(steps: int):
+    """A should_stop callback: the trainer asks it before every step."""
+    calls = {"n": 0}
+
+    def should_stop() -> bool:
+        calls["n"] += 1
+        return calls["n"] > steps
+
+    return should_stop

@@ -5,7 +5,6 @@ sampling and the command line."""
 from __future__ import annotations
 
 import json
-import math
 import random
 from pathlib import Path
 
@@ -18,11 +17,12 @@ from typer.testing import CliRunner
 from lmcli import checkpoint as ckpt
 from lmcli.cli import app
 from conftest import sharpen_outputs
-from lmcli.corpus import DataConfig
+from lmcli.corpus import DataConfig, load_corpus
+from lmcli.text import TextFiles
 from lmcli.errors import UsageError
 from lmcli.model import AdaptiveSoftmax, ModelConfig, RNNLM, default_cutoffs
 from lmcli.sampling import SamplingConfig, generate
-from lmcli.scoring import score_ids
+from lmcli.scoring import evaluate_file, score_ids
 from lmcli.tokenizers import EOS_ID, UNK_ID
 from lmcli.train import RunRequest, TrainConfig, start_run
 
@@ -116,6 +116,9 @@ def test_auto_softmax_and_default_cutoffs() -> None:
     assert ModelConfig.from_dict(big.to_dict()) == big
 
 
+ADAPTIVE_DATA = DataConfig(level="word", min_freq=2, valid_fraction=0.1)
+
+
 @pytest.fixture(scope="module")
 def adaptive_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny word model with an adaptive softmax, trained; <UNK> frequent in its data."""
@@ -126,7 +129,7 @@ def adaptive_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
              for n in range(400)]  # zzN: seen once, <UNK> with --min-freq 2
     (root / "c.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     start_run(RunRequest(
-        corpus=[str(root / "c.txt")], data=DataConfig(level="word", min_freq=2, valid_fraction=0.1),
+        corpus=[str(root / "c.txt")], data=ADAPTIVE_DATA,
         model={"cell": "lstm", "layers": 1, "embed_dim": 16, "hidden_dim": 32, "dropout": 0.0,
                "softmax": "adaptive", "cutoffs": [8, 30]},
         train=TrainConfig(seq_len=16, batch_size=8, epochs=4, lr=0.01, seed=2, device="cpu"),
@@ -134,19 +137,23 @@ def adaptive_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "run"
 
 
-def test_training_learns_and_the_checkpoint_scores_alike(adaptive_run: Path) -> None:
+def test_training_learns_and_the_checkpoint_scores_alike(adaptive_run: Path, tmp_path: Path) -> None:
+    """The validation loss falls, and the saved checkpoint, loaded, scores the held-out
+    lines to the validation loss training saved with it."""
     history = [json.loads(line) for line in (adaptive_run / "metrics.jsonl").read_text().splitlines()]
     valid = [m["loss"] for m in history if m.get("event") == "valid"]
     assert valid[-1] < valid[0] - 0.3
     loaded = ckpt.load(adaptive_run / "best.pt")
     assert loaded.model_config.softmax == "adaptive" and loaded.model_config.cutoffs == [8, 30]
-    model = loaded.build_model()
-    again = ckpt.load(adaptive_run / "best.pt").build_model()
-    ids = loaded.tokenizer.encode("w1 w2 w3 zz5")
-    assert ids[-1] == UNK_ID
-    assert score_ids(model, [ids])[0].tolist() == score_ids(again, [ids])[0].tolist()
-    # The saved validation loss is the one score computes now.
-    assert math.isfinite(loaded.payload["valid_loss"])
+    assert loaded.tokenizer.encode("w1 w2 w3 zz5")[-1] == UNK_ID
+    corpus = adaptive_run.parent / "c.txt"
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    held = load_corpus([corpus], ADAPTIVE_DATA).held_out.mask(0, len(lines))
+    held_out = tmp_path / "valid.txt"
+    held_out.write_text("".join(line + "\n" for line, h in zip(lines, held) if h), encoding="utf-8")
+    evaluation = evaluate_file(loaded.build_model(), loaded.tokenizer, TextFiles.of([held_out]))
+    assert evaluation.num_sentences == held.sum() == 40
+    assert evaluation.cross_entropy == pytest.approx(loaded.payload["valid_loss"], rel=1e-6)
 
 
 def test_sampling_from_an_adaptive_model_never_emits_unk(adaptive_run: Path) -> None:

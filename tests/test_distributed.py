@@ -7,7 +7,6 @@ as a user would, one thread per process, and compares with the single-process co
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from lmcli import checkpoint as ckpt
 from lmcli.cli import app
 from lmcli.distributed import World
 
-from conftest import english_lines
+from conftest import child_env, english_lines
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(),
                                 reason="this PyTorch build has no torch.distributed")
@@ -51,9 +50,8 @@ def corpus(tmp_path: Path, n: int = 400) -> Path:
 
 def torchrun(*args: object, nproc: int = 2) -> subprocess.CompletedProcess[str]:
     """``torchrun --standalone --nproc_per_node N -m lmcli ARGS`` in the current folder."""
-    env = {k: v for k, v in os.environ.items()
+    env = {k: v for k, v in child_env().items()
            if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", str(nproc), "-m", "lmcli", *map(str, args)]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
@@ -280,8 +278,7 @@ def test_a_step_bad_on_one_rank_is_skipped_on_all(tmp_path: Path) -> None:
     ranks agree on the skip, the weights stay finite and the note comes once."""
     script = tmp_path / "poisoned_lmcli.py"
     script.write_text(POISON, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env["OMP_NUM_THREADS"] = "1"
+    env = {k: v for k, v in child_env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc_per_node", "2", str(script), "train", corpus(tmp_path), *TINY,
                            "--clip", "0", "--lr", "0.5", "--max-steps", "8", "-o", "poisoned"],

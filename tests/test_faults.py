@@ -5,7 +5,6 @@ leaves the checkpoints loadable."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -16,19 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import english_lines, processes
+from conftest import child_env, english_lines, processes
 from lmcli import checkpoint as ckpt
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 def train_process(corpus: Path, out: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     return subprocess.Popen(
         [sys.executable, "-m", "lmcli", "train", str(corpus), "--json", "--no-sample", "--level", "word",
          "--model", "gru", "--layers", "1", "--embed-dim", "8", "--hidden-dim", "16", "--seq-len", "8",
          "--batch-size", "4", "--optimizer", "adam", "--epochs", "100000", "-o", str(out), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=out.parent)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env(), cwd=out.parent)
 
 
 def wait_for_step(process: subprocess.Popen, step: int, timeout: float = 60.0) -> list[dict]:
@@ -62,7 +57,7 @@ def test_a_signal_saves_a_resumable_checkpoint_and_exits_cleanly(
     resumed = subprocess.run([sys.executable, "-m", "lmcli", "train", "--resume", "-o", str(out), "--json",
                               "--no-sample", "--max-steps", str(last.step + 10)],
                              capture_output=True, text=True, cwd=tmp_path,
-                             env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+                             env=child_env())
     assert resumed.returncode == 0, resumed.stderr
     assert ckpt.load(out / "last.pt").step == last.step + 10
 
@@ -88,7 +83,7 @@ def test_kill_9_at_any_moment_leaves_loadable_checkpoints(english_corpus: Path, 
         process = subprocess.Popen(
             [sys.executable, "-m", "lmcli", "train", "--resume", "-o", str(out), "--json", "--no-sample"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
+            env=child_env())
         wait_for_step(process, steps[-1] + 2)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -120,8 +115,7 @@ def test_a_signal_during_the_parallel_word_pass_exits_at_once(tmp_path: Path, si
         paths.append(tmp_path / f"part{part}.txt")
         paths[-1].write_text("\n".join(english_lines(50, seed=part)) + "\n", encoding="utf-8")
     cache, out, started = tmp_path / "cache", tmp_path / "run", tmp_path / "started"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "LMCLI_WORKERS": "2",
-           "LMCLI_TOKEN_CACHE": str(cache)}
+    env = child_env(LMCLI_WORKERS="2", LMCLI_TOKEN_CACHE=str(cache))
     command = ["train", *map(str, paths), "--level", "word", "--json", "--no-sample", "--layers", "1",
                "--embed-dim", "8", "--hidden-dim", "8", "--max-steps", "1", "-o", str(out)]
     process = subprocess.Popen([sys.executable, "-c", SLOW_SURVEY, str(started), *command],
@@ -140,9 +134,14 @@ def test_a_signal_during_the_parallel_word_pass_exits_at_once(tmp_path: Path, si
     assert processes("sid", process.pid) == []
     assert not [p.name for p in cache.glob("tokens-*")]  # no entry, whole or partial
     assert not out.exists()
+    phases = []
     for run in range(2):
         again = subprocess.run([sys.executable, "-m", "lmcli", *command, "--force"], capture_output=True,
                                text=True, env=env, cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         (entry,) = cache.glob("tokens-*")
         assert not entry.name.endswith(".tmp")
+        events = [json.loads(line) for line in again.stdout.splitlines()]
+        phases.append([e["name"] for e in events if e["event"] == "phase"])
+    assert "building vocabulary and encoding" in phases[0] and "encoded before (cached)" not in phases[0]
+    assert "encoded before (cached)" in phases[1] and "building vocabulary and encoding" not in phases[1]

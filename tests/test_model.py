@@ -1,23 +1,52 @@
-"""The model at toy sizes (N, T, D, H, V of 2 to 6), for every cell."""
+"""The model at toy sizes (N, T, D, H, V of 2 to 6), for every cell, and its AWD-LSTM
+regularisers: locked, embedding and weight-drop dropout."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 
 from lmcli.errors import UsageError
-from lmcli.model import CELLS, RNNLM, ModelConfig, detach_state
+from lmcli.model import (ALIGN_MIN_ROWS, CELLS, RNNLM, ModelConfig, detach_state, embedding_dropout,
+                         locked_dropout, upgrade_state_dict)
 
 N, T, D, H, V = 3, 5, 4, 6, 5
 
 
-def toy(cell: str, **kwargs) -> RNNLM:
+def toy(cell: str = "lstm", **kwargs) -> RNNLM:
     torch.manual_seed(0)
-    config = ModelConfig(vocab_size=V, cell=cell, layers=2, embed_dim=D, hidden_dim=H,
-                         dropout=0.0, **kwargs)
-    return RNNLM(config)
+    config = {"vocab_size": V, "cell": cell, "layers": 2, "embed_dim": D, "hidden_dim": H,
+              "dropout": 0.0, **kwargs}
+    return RNNLM(ModelConfig(**config))
+
+
+def assert_gradients_match_finite_differences(model: RNNLM, tokens: torch.Tensor) -> None:
+    """Autograd through the whole model (every parameter tensor) agrees with central
+    differences at three randomly chosen entries of each; the model in float64."""
+    targets = tokens.roll(-1, 1).reshape(-1)
+
+    def loss() -> torch.Tensor:
+        logits, _ = model(tokens)
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, V), targets)
+
+    model.zero_grad()
+    loss().backward()
+    generator = torch.Generator().manual_seed(1)
+    eps = 1e-6
+    for name, param in model.named_parameters():
+        for _ in range(3):
+            index = int(torch.randint(param.numel(), (1,), generator=generator))
+            flat = param.data.view(-1)
+            original = flat[index].item()
+            with torch.no_grad():
+                flat[index] = original + eps
+                up = loss().item()
+                flat[index] = original - eps
+                down = loss().item()
+                flat[index] = original
+            numeric = (up - down) / (2 * eps)
+            analytic = param.grad.view(-1)[index].item()
+            assert abs(numeric - analytic) <= 1e-6 + 1e-4 * abs(numeric), (name, index)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -46,32 +75,7 @@ def test_carried_state_equals_one_long_pass(cell: str) -> None:
 def test_gradients_match_finite_differences(cell: str) -> None:
     """Autograd through the whole model (every parameter tensor) agrees with central
     differences in float64 at randomly chosen entries."""
-    model = toy(cell).double()
-    tokens = torch.randint(0, V, (2, 4))
-    targets = tokens.roll(-1, 1).reshape(-1)
-
-    def loss() -> torch.Tensor:
-        logits, _ = model(tokens)
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, V), targets)
-
-    model.zero_grad()
-    loss().backward()
-    generator = torch.Generator().manual_seed(1)
-    eps = 1e-6
-    for name, param in model.named_parameters():
-        for _ in range(3):
-            index = int(torch.randint(param.numel(), (1,), generator=generator))
-            flat = param.data.view(-1)
-            original = flat[index].item()
-            with torch.no_grad():
-                flat[index] = original + eps
-                up = loss().item()
-                flat[index] = original - eps
-                down = loss().item()
-                flat[index] = original
-            numeric = (up - down) / (2 * eps)
-            analytic = param.grad.view(-1)[index].item()
-            assert abs(numeric - analytic) <= 1e-6 + 1e-4 * abs(numeric), (name, index)
+    assert_gradients_match_finite_differences(toy(cell).double(), torch.randint(0, V, (2, 4)))
 
 
 def test_lstm_forget_gate_bias_is_one_and_recurrent_blocks_orthogonal() -> None:
@@ -114,11 +118,21 @@ def test_rnn_is_the_tanh_elman_network() -> None:
 
 
 def test_output_covers_exactly_the_vocabulary() -> None:
-    """No padding or start symbol gets probability: the softmax has vocab_size entries."""
+    """No padding or start symbol gets probability: the output layer has vocab_size units,
+    and the log-probabilities the scorer reads for the vocab_size ids, each asked for on
+    its own, are the softmax over those units alone; over enough positions that the output
+    product runs padded to OUTPUT_ALIGN columns."""
     model = toy("lstm")
-    logits, _ = model(torch.zeros((1, 1), dtype=torch.long))
+    tokens = torch.randint(0, V, (N, ALIGN_MIN_ROWS))
+    logits, _ = model(tokens)
     assert logits.shape[-1] == V
-    assert math.isclose(torch.softmax(logits[0, 0], -1).sum().item(), 1.0, rel_tol=1e-6)
+    with torch.no_grad():
+        features, _, _ = model.hidden_features(tokens)
+        each = torch.stack([model.target_log_probs(features, torch.full((N, ALIGN_MIN_ROWS), token))
+                            for token in range(V)], -1)  # (batch, time, vocab)
+        by_hand = torch.log_softmax(features @ model.decoder.weight.T + model.decoder.bias, -1)
+    torch.testing.assert_close(each, by_hand)
+    torch.testing.assert_close(each.exp().sum(-1), torch.ones(N, ALIGN_MIN_ROWS))
 
 
 @pytest.mark.parametrize("field,value", [("cell", "transformer"), ("layers", 0), ("hidden_dim", -1),
@@ -167,3 +181,111 @@ def test_output_width_padding_changes_no_number(softmax: str, amp: bool, monkeyp
     for a, b in zip(padded[3], plain[3]):
         assert torch.isfinite(a).all()
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------------ regularisers
+
+
+def test_locked_dropout_keeps_one_mask_across_time() -> None:
+    torch.manual_seed(1)
+    x = torch.ones(4, 7, 9)
+    dropped = locked_dropout(x, 0.5, training=True)
+    assert torch.equal(dropped, dropped[:, :1].expand_as(dropped))  # same at every step
+    assert set(dropped.unique().tolist()) == {0.0, 2.0}  # kept units scaled by 1/(1-p)
+    assert not torch.equal(dropped[0], dropped[1])  # but a mask per sequence
+    assert locked_dropout(x, 0.5, training=False) is x
+
+
+def test_embedding_dropout_drops_whole_words() -> None:
+    torch.manual_seed(2)
+    weight = torch.randn(50, 4)
+    dropped = embedding_dropout(weight, 0.5, training=True)
+    zero_rows = (dropped == 0).all(dim=1)
+    assert 5 < int(zero_rows.sum()) < 45
+    kept = ~zero_rows
+    torch.testing.assert_close(dropped[kept], weight[kept] * 2.0)
+
+
+def test_weight_drop_changes_training_passes_only_and_trains_the_raw_matrix() -> None:
+    model = toy(weight_drop=0.5)
+    tokens = torch.randint(V, (3, 8))
+    before = model.rnns[0].weight_hh_l0.detach().clone()
+    model.train()
+    first, _ = model(tokens)
+    second, _ = model(tokens)
+    assert not torch.allclose(first, second)  # a new DropConnect mask per pass
+    first.sum().backward()
+    assert model.rnns[0].weight_hh_l0.grad is not None
+    assert model.rnns[0].weight_hh_l0.grad.abs().sum() > 0
+    assert torch.equal(model.rnns[0].weight_hh_l0, before)  # the raw weight is untouched
+    model.eval()
+    a, _ = model(tokens)
+    b, _ = model(tokens)
+    assert torch.equal(a, b)
+    plain = toy()
+    plain.load_state_dict(model.state_dict())
+    torch.testing.assert_close(plain.eval()(tokens)[0], a)  # eval uses the full matrix
+
+
+EVERY_REGULARISER = {"dropout": 0.3, "dropout_input": 0.2, "dropout_hidden": 0.25, "dropout_embed": 0.1,
+                     "weight_drop": 0.3, "tie_weights": True}
+
+
+def test_regularised_model_in_eval_mode_is_the_plain_network_and_gradients_check() -> None:
+    """All regularisers on (tied weights with a projection too): eval mode computes what the
+    same weights compute without any regulariser, and autograd through it agrees with
+    finite differences."""
+    model = toy(**EVERY_REGULARISER).double().eval()
+    plain = toy(tie_weights=True).double().eval()
+    plain.load_state_dict(model.state_dict())
+    tokens = torch.randint(V, (2, 5))
+    torch.testing.assert_close(model(tokens)[0], plain(tokens)[0], rtol=0, atol=0)
+    assert_gradients_match_finite_differences(model, tokens)
+
+
+def test_regularised_model_trains() -> None:
+    """All regularisers on: Adam steps in training mode on one batch (each next token
+    follows from the current one) halve its loss, measured in eval mode, and every
+    parameter moves, the raw hidden-to-hidden matrices under weight drop included."""
+    model = toy(**EVERY_REGULARISER)
+    tokens = torch.randint(V, (4, 8))
+    targets = (tokens + 1) % V
+
+    def loss() -> torch.Tensor:
+        logits, _ = model(tokens)
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
+
+    def eval_loss() -> float:
+        model.eval()
+        with torch.no_grad():
+            value = loss().item()
+        model.train()
+        return value
+
+    start = {name: value.clone() for name, value in model.state_dict().items()}
+    before = eval_loss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss().backward()
+        optimizer.step()
+    after = eval_loss()
+    assert after < before / 2, (before, after)
+    assert [name for name, value in model.state_dict().items() if torch.equal(value, start[name])] == []
+
+
+def test_old_single_module_checkpoints_still_load() -> None:
+    """lmcli 0.1 saved one multi-layer nn.LSTM; its weights give the same numbers now."""
+    config = ModelConfig(vocab_size=V, cell="gru", layers=2, embed_dim=D, hidden_dim=H, dropout=0.0)
+    torch.manual_seed(3)
+    old_rnn = torch.nn.GRU(D, H, num_layers=2, batch_first=True)
+    model = RNNLM(config).eval()
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("rnns.")}
+    old.update({f"rnn.{name}": value for name, value in old_rnn.state_dict().items()})
+    assert "rnns.1.weight_hh_l0" in upgrade_state_dict(old)
+    model.load_state_dict(old)
+    tokens = torch.randint(V, (2, 6))
+    embedded = model.embedding(tokens)
+    expected, _ = old_rnn(embedded)
+    features, _, _ = model.hidden_features(tokens)
+    torch.testing.assert_close(features, expected)

@@ -45,7 +45,7 @@ def request(corpus: Path, out: Path, optimizer: str, steps: int, eval_every: int
 def test_a_few_bad_steps_are_skipped_with_a_warning(english_corpus: Path, tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch, optimizer: str) -> None:
     # The reference: the same run stopped just before the bad steps.
-    start_run(request(english_corpus, tmp_path / "before", optimizer, steps=4), root=tmp_path / "ck")
+    reference = start_run(request(english_corpus, tmp_path / "before", optimizer, steps=4), root=tmp_path / "ck")
     before = ckpt.load(tmp_path / "before" / "last.pt").payload["state_dict"]
     poison(monkeypatch, {5, 6})
     events: list = []
@@ -63,11 +63,11 @@ def test_a_few_bad_steps_are_skipped_with_a_warning(english_corpus: Path, tmp_pa
     assert sum(counts) == 2, notes
     metrics = [json.loads(line) for line in (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
     assert sum(m["count"] for m in metrics if m.get("event") == "skipped") == 2
-    # Training goes on normally after them.
+    # Training goes on normally after them: the validation loss falls below the step-4 one.
     monkeypatch.undo()
     poison(monkeypatch, {5, 6})
     finished = start_run(request(english_corpus, tmp_path / "on", optimizer, steps=20), root=tmp_path / "ck")
-    assert finished.best_valid_loss is not None and finished.best_valid_loss < 10
+    assert finished.best_valid_loss < reference.best_valid_loss
     weights = ckpt.load(tmp_path / "on" / "last.pt").payload["state_dict"]
     assert all(torch.isfinite(w).all() for w in weights.values())
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from lmcli import checkpoint as ckpt
 from lmcli import rerank as rr
 from lmcli.cli import app
+from lmcli.scoring import score_sentences
 
 from conftest import english_lines
 
@@ -154,13 +155,27 @@ def test_tune_from_the_cli_prints_reusable_weights(trained_run: Path, tmp_path: 
     assert conflict.exit_code == 2 and "--tune" in conflict.stderr
 
 
-def test_identical_texts_are_scored_once(lm: ckpt.Checkpoint) -> None:
+def test_identical_texts_are_scored_once(lm: ckpt.Checkpoint, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the scorer is given, not only what the counts say; each hypothesis still gets
+    its own text's score."""
     utterances = [rr.Utterance("a", [rr.Hypothesis("the cat sees the moon .", -1.0),
                                      rr.Hypothesis("the cat sees the moon .", -2.0)]),
                   rr.Utterance("b", [rr.Hypothesis("the cat sees the moon .", -1.0),
                                      rr.Hypothesis("a dog likes a song .", -1.5)])]
-    stats = rr.attach_lm_scores(utterances, lm.build_model(), lm.tokenizer)
+    model = lm.build_model()
+    cat, dog = (score.logprob for score in score_sentences(
+        model, lm.tokenizer, ["the cat sees the moon .", "a dog likes a song ."]))
+    scored: list[str] = []
+
+    def counting(model: object, tokenizer: object, texts: list[str], **options: object):
+        scored.extend(texts)
+        return score_sentences(model, tokenizer, texts, **options)
+
+    monkeypatch.setattr(rr, "score_sentences", counting)
+    stats = rr.attach_lm_scores(utterances, model, lm.tokenizer)
     assert stats.hypotheses == 4 and stats.unique_texts == 2
+    assert sorted(scored) == ["a dog likes a song .", "the cat sees the moon ."]
+    assert [h.lm_logprob for u in utterances for h in u.hyps] == pytest.approx([cat, cat, cat, dog], abs=1e-9)
 
 
 def bad(tmp_path: Path, name: str, content: str, *extra: str):

@@ -94,18 +94,28 @@ def test_runs_share_the_cache_next_to_them_and_it_can_be_turned_off(
     assert cache_for_run(tmp_path / "a") is None
     monkeypatch.delenv("LMCLI_TOKEN_CACHE")
 
-    def train(name: str) -> list[float]:
+    def train(name: str) -> tuple[float | None, list[str]]:
+        """The run's best validation loss and the phases of its corpus reading."""
         request = RunRequest(
             corpus=[str(english_corpus)], data=DataConfig(level="word", valid_fraction=0.1),
             model={"cell": "gru", "layers": 1, "embed_dim": 8, "hidden_dim": 16, "dropout": 0.0},
             train=TrainConfig(seq_len=10, batch_size=4, max_steps=30, epochs=None, lr=0.01, seed=5,
                               device="cpu", eval_every=10),
             out_dir=tmp_path / "runs" / name)
-        return [finished.best_valid_loss for finished in [start_run(request, root=tmp_path / "ck")]]
+        phases: list[str] = []
 
-    first = train("a")
+        def on_data_event(kind: str, info: dict) -> None:
+            if kind == "phase":
+                phases.append(str(info["name"]))
+
+        finished = start_run(request, root=tmp_path / "ck", on_data_event=on_data_event)
+        return finished.best_valid_loss, phases
+
+    first, phases = train("a")
+    assert "encoded before (cached)" not in phases
     entries = list((tmp_path / "runs" / CACHE_DIR_NAME).glob("tokens-*"))
     assert len(entries) == 1
     mtime = os.stat(entries[0] / "train.bin").st_mtime_ns
-    assert train("b") == first  # the same run from the cached streams
+    second, phases = train("b")
+    assert "encoded before (cached)" in phases and second == first  # the same run from the cached streams
     assert os.stat(entries[0] / "train.bin").st_mtime_ns == mtime

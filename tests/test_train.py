@@ -11,65 +11,30 @@ import torch
 from lmcli import checkpoint as ckpt
 from lmcli.corpus import DataConfig
 from lmcli.errors import LmcliError, UsageError
-from lmcli.train import (EpochEnded, Finished, Note, RunRequest, TrainConfig, Validated,
-                         resume_run, start_run)
+from lmcli.train import (EpochEnded, Finished, Note, TrainConfig, Validated, resume_run,
+                         start_run)
 
-from conftest import english_lines
-
-
-def corpus_file(tmp_path: Path, n: int = 200) -> Path:
-    path = tmp_path / "corpus.txt"
-    path.write_text("\n".join(english_lines(n, seed=5)) + "\n", encoding="utf-8")
-    return path
-
-
-def request(tmp_path: Path, out: str, cell: str = "lstm", **train: object) -> RunRequest:
-    settings = {"seq_len": 10, "batch_size": 4, "epochs": None, "max_steps": 24, "lr": 0.01,
-                "seed": 7, "device": "cpu", "eval_every": 8, **train}
-    return RunRequest(
-        corpus=[str(corpus_file(tmp_path))],
-        data=DataConfig(level="word", min_freq=1, valid_fraction=0.1),
-        model={"cell": cell, "layers": 2, "embed_dim": 12, "hidden_dim": 16, "dropout": 0.2},
-        train=TrainConfig(**settings), out_dir=tmp_path / out)
-
-
-def weights(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, weights_only=True)["state_dict"]
-
-
-def train_losses(path: Path) -> list[float]:
-    return [m["loss"] for m in torch.load(path, weights_only=True)["metrics"] if m["event"] == "valid"]
+from conftest import english_lines, stop_after, train_request, valid_losses, weights
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_same_seed_same_run(tmp_path: Path, cell: str) -> None:
-    first = start_run(request(tmp_path, "a", cell), root=tmp_path / "ck")
-    second = start_run(request(tmp_path, "b", cell), root=tmp_path / "ck")
+    first = start_run(train_request(tmp_path, "a", cell), root=tmp_path / "ck")
+    second = start_run(train_request(tmp_path, "b", cell), root=tmp_path / "ck")
     assert first.step == second.step == 24
-    assert train_losses(first.last_path) == train_losses(second.last_path)
+    assert valid_losses(first.last_path) == valid_losses(second.last_path)
     for name, value in weights(first.last_path).items():
         assert torch.equal(value, weights(second.last_path)[name]), name
-    other = start_run(request(tmp_path, "c", cell, seed=8), root=tmp_path / "ck")
-    assert train_losses(other.last_path) != train_losses(first.last_path)
-
-
-def stop_after(steps: int):
-    """A should_stop callback: the trainer asks it before every step."""
-    calls = {"n": 0}
-
-    def should_stop() -> bool:
-        calls["n"] += 1
-        return calls["n"] > steps
-
-    return should_stop
+    other = start_run(train_request(tmp_path, "c", cell, seed=8), root=tmp_path / "ck")
+    assert valid_losses(other.last_path) != valid_losses(first.last_path)
 
 
 @pytest.mark.parametrize("stop_at", [5, 8, 12])
 def test_resume_is_exact(tmp_path: Path, stop_at: int) -> None:
     """N steps straight == N/2 steps, stop (as Ctrl-C does), resume to N: the same weights,
     bit for bit, and the same validation history. 8 stops right after a validation."""
-    straight = start_run(request(tmp_path, "straight"), root=tmp_path / "ck")
-    interrupted = start_run(request(tmp_path, "resumed"), root=tmp_path / "ck",
+    straight = start_run(train_request(tmp_path, "straight"), root=tmp_path / "ck")
+    interrupted = start_run(train_request(tmp_path, "resumed"), root=tmp_path / "ck",
                             should_stop=stop_after(stop_at))
     assert interrupted.reason == "interrupted"
     assert interrupted.step == stop_at
@@ -77,28 +42,28 @@ def test_resume_is_exact(tmp_path: Path, stop_at: int) -> None:
     assert finished.reason == "max_steps" and finished.step == straight.step
     for name, value in weights(straight.last_path).items():
         torch.testing.assert_close(weights(finished.last_path)[name], value, rtol=0, atol=0)
-    assert train_losses(finished.last_path) == train_losses(straight.last_path)
+    assert valid_losses(finished.last_path) == valid_losses(straight.last_path)
 
 
 @pytest.mark.parametrize("how", ["interrupt", "max_steps"])
 def test_resume_across_an_epoch_boundary_is_exact(tmp_path: Path, how: str) -> None:
-    straight = start_run(request(tmp_path, "straight", max_steps=None, epochs=2), root=tmp_path / "ck")
+    straight = start_run(train_request(tmp_path, "straight", max_steps=None, epochs=2), root=tmp_path / "ck")
     per_epoch = straight.step // 2
     if how == "interrupt":
-        start_run(request(tmp_path, "resumed", max_steps=None, epochs=2), root=tmp_path / "ck",
+        start_run(train_request(tmp_path, "resumed", max_steps=None, epochs=2), root=tmp_path / "ck",
                   should_stop=stop_after(per_epoch))
     else:  # a budget that ends exactly on the last window of the epoch
-        start_run(request(tmp_path, "resumed", max_steps=per_epoch, epochs=2), root=tmp_path / "ck")
+        start_run(train_request(tmp_path, "resumed", max_steps=per_epoch, epochs=2), root=tmp_path / "ck")
     finished = resume_run(tmp_path / "resumed", overrides={"max_steps": None}, root=tmp_path / "ck")
     assert finished.step == straight.step
     for name, value in weights(straight.last_path).items():
         torch.testing.assert_close(weights(finished.last_path)[name], value, rtol=0, atol=0)
-    assert train_losses(finished.last_path) == train_losses(straight.last_path)
+    assert valid_losses(finished.last_path) == valid_losses(straight.last_path)
 
 
 def test_validation_perplexity_falls_and_events_arrive(tmp_path: Path) -> None:
     events: list[object] = []
-    finished = start_run(request(tmp_path, "run", max_steps=None, epochs=3, eval_every=1000),
+    finished = start_run(train_request(tmp_path, "run", max_steps=None, epochs=3, eval_every=1000),
                          on_event=events.append, root=tmp_path / "ck")
     assert finished.reason == "completed"
     epochs = [e for e in events if isinstance(e, EpochEnded)]
@@ -118,7 +83,7 @@ def test_validation_perplexity_falls_and_events_arrive(tmp_path: Path) -> None:
 def test_stalled_validation_decays_lr_then_stops_early(tmp_path: Path) -> None:
     events: list[object] = []
     # A learning rate this large cannot improve validation for long.
-    finished = start_run(request(tmp_path, "run", max_steps=400, eval_every=2, lr=3.0, patience=4,
+    finished = start_run(train_request(tmp_path, "run", max_steps=400, eval_every=2, lr=3.0, patience=4,
                                  lr_patience=2, lr_decay=0.5), on_event=events.append,
                          root=tmp_path / "ck")
     assert finished.reason == "early_stopping"
@@ -133,25 +98,25 @@ def test_stalled_validation_decays_lr_then_stops_early(tmp_path: Path) -> None:
 
 
 def test_time_limit_stops_and_keeps_best(tmp_path: Path) -> None:
-    finished = start_run(request(tmp_path, "run", max_steps=None, epochs=None, time_limit=1.0),
+    finished = start_run(train_request(tmp_path, "run", max_steps=None, epochs=None, time_limit=1.0),
                          root=tmp_path / "ck")
     assert finished.reason == "time_limit"
     assert finished.best_path.exists() and finished.last_path.exists()
 
 
 def test_run_folders_are_not_overwritten(tmp_path: Path) -> None:
-    start_run(request(tmp_path, "run", max_steps=2), root=tmp_path / "ck")
+    start_run(train_request(tmp_path, "run", max_steps=2), root=tmp_path / "ck")
     before = (tmp_path / "run" / ckpt.BEST).read_bytes()
     with pytest.raises(LmcliError, match="already holds a training run"):
-        start_run(request(tmp_path, "run", max_steps=2), root=tmp_path / "ck")
+        start_run(train_request(tmp_path, "run", max_steps=2), root=tmp_path / "ck")
     assert (tmp_path / "run" / ckpt.BEST).read_bytes() == before
-    forced = request(tmp_path, "run", max_steps=3)
+    forced = train_request(tmp_path, "run", max_steps=3)
     forced.force = True
     assert start_run(forced, root=tmp_path / "ck").step == 3
 
 
 def test_resume_allows_budgets_only_and_checks_the_corpus(tmp_path: Path) -> None:
-    start_run(request(tmp_path, "run", max_steps=4), root=tmp_path / "ck")
+    start_run(train_request(tmp_path, "run", max_steps=4), root=tmp_path / "ck")
     with pytest.raises(UsageError, match="cannot change"):
         resume_run(tmp_path / "run", overrides={"lr": 0.5}, root=tmp_path / "ck")
     with pytest.raises(LmcliError, match="already reached step 4"):
@@ -168,14 +133,14 @@ def test_resume_allows_budgets_only_and_checks_the_corpus(tmp_path: Path) -> Non
                                          ("clip", -1.0), ("epochs", 0), ("optimizer", "lbfgs")])
 def test_absurd_settings_are_refused_before_reading(tmp_path: Path, field: str, value: object) -> None:
     with pytest.raises(UsageError):
-        start_run(request(tmp_path, "run", **{field: value}), root=tmp_path / "ck")
+        start_run(train_request(tmp_path, "run", **{field: value}), root=tmp_path / "ck")
     assert not (tmp_path / "run").exists()
 
 
 def test_sgd_trains_too(tmp_path: Path) -> None:
-    finished = start_run(request(tmp_path, "run", optimizer="sgd", lr=1.0, max_steps=16),
+    finished = start_run(train_request(tmp_path, "run", optimizer="sgd", lr=1.0, max_steps=16),
                          root=tmp_path / "ck")
-    losses = train_losses(finished.last_path)
+    losses = valid_losses(finished.last_path)
     assert losses[-1] < losses[0]
 
 
@@ -187,7 +152,7 @@ def test_validation_loss_is_what_eval_reports_for_the_same_text(tmp_path: Path) 
 
     valid = tmp_path / "valid.txt"
     valid.write_text("\n".join(english_lines(30, seed=99)) + "\n", encoding="utf-8")
-    req = request(tmp_path, "run", max_steps=20, eval_every=10)
+    req = train_request(tmp_path, "run", max_steps=20, eval_every=10)
     req.data = DataConfig(level="word", min_freq=1, valid_file=str(valid))
     finished = start_run(req, root=tmp_path / "ck")
     checkpoint = ckpt.load(finished.best_path)
