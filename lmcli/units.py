@@ -7,7 +7,7 @@ import re
 
 from lmcli.errors import SettingError, UsageError
 
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|m|s|ms)?", re.IGNORECASE)
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|h|m|s)?", re.IGNORECASE)  # ms before m
 _SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
 
 
@@ -40,12 +40,20 @@ def format_duration(seconds: float | None) -> str:
 
 
 def format_count(n: float) -> str:
-    """``950``, ``12.3k``, ``4.56M``, ``1.2G``."""
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= size:
-            value = n / size
-            return f"{value:.3g}{unit}" if value < 100 else f"{value:.0f}{unit}"
-    return f"{n:.0f}" if float(n).is_integer() else f"{n:.3g}"
+    """``950``, ``12.3k``, ``4.56M``, ``1.2G``; a count that rounds up to the next unit is
+    shown in it (999,999 is ``1M``)."""
+    scales = (("", 1.0), ("k", 1e3), ("M", 1e6), ("G", 1e9))
+    index = max([i for i, (_, size) in enumerate(scales) if abs(n) >= size] or [0])
+    while True:
+        unit, size = scales[index]
+        value = n / size
+        if not unit and float(n).is_integer():
+            text = f"{n:.0f}"
+        else:
+            text = f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+        if abs(float(text)) < 1000 or index + 1 == len(scales):
+            return text + unit
+        index += 1
 
 
 def parse_int_list(text: str, flag: str = "a list") -> list[int]:
