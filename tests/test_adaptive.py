@@ -20,7 +20,8 @@ from conftest import sharpen_outputs
 from lmcli.corpus import DataConfig, load_corpus
 from lmcli.text import TextFiles
 from lmcli.errors import UsageError
-from lmcli.model import AdaptiveSoftmax, ModelConfig, RNNLM, default_cutoffs
+from lmcli.model import ModelConfig, RNNLM
+from lmcli.output import AdaptiveSoftmax, default_cutoffs
 from lmcli.sampling import SamplingConfig, generate
 from lmcli.scoring import evaluate_file, score_ids
 from lmcli.tokenizers import EOS_ID, UNK_ID

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from lmcli.errors import UsageError
-from lmcli.model import (ALIGN_MIN_ROWS, CELLS, RNNLM, ModelConfig, detach_state, embedding_dropout,
+from lmcli.model import (CELLS, RNNLM, ModelConfig, detach_state, embedding_dropout,
                          locked_dropout, upgrade_state_dict)
+from lmcli.output import ALIGN_MIN_ROWS
 
 N, T, D, H, V = 3, 5, 4, 6, 5
 
@@ -147,7 +148,7 @@ def test_bad_config_is_refused(field: str, value: object) -> None:
 def test_output_width_padding_changes_no_number(softmax: str, amp: bool, monkeypatch) -> None:
     """The output product is padded to a multiple of OUTPUT_ALIGN columns (zero rows, -inf
     bias) for speed: losses, gradients and log-probabilities come out as without it."""
-    import lmcli.model as model_module
+    import lmcli.output as output_module
 
     vocab = 1001  # not a multiple of 16; its adaptive head (1000 - 700 + 1) and tail are not either
     torch.manual_seed(0)
@@ -157,10 +158,10 @@ def test_output_width_padding_changes_no_number(softmax: str, amp: bool, monkeyp
     targets = torch.randint(0, vocab, (4, 32))
     targets[0, -3:] = -100  # padding targets, ignored by the loss, 0 in target_log_probs
     layer = model.decoder.head if softmax == "adaptive" else model.decoder
-    assert model_module.aligned_linear(layer, torch.zeros(128, 8)).shape[-1] % model_module.OUTPUT_ALIGN == 0
+    assert output_module.aligned_linear(layer, torch.zeros(128, 8)).shape[-1] % output_module.OUTPUT_ALIGN == 0
 
     def run(align: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        monkeypatch.setattr(model_module, "OUTPUT_ALIGN", align)
+        monkeypatch.setattr(output_module, "OUTPUT_ALIGN", align)
         model.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
             features, _, _ = model.hidden_features(tokens)

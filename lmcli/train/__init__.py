@@ -12,8 +12,8 @@
 from lmcli.train.config import RESUMABLE, TrainConfig, all_settings, split_settings
 from lmcli.train.events import EpochEnded, Event, Finished, Note, Progress, Started, Validated
 from lmcli.train.runs import RunRequest, resume_run, start_run
-from lmcli.train.step import MAX_BAD_STEPS, activation_penalty, compile_step
-from lmcli.train.trainer import Trainer, tail_shares
+from lmcli.train.step import MAX_BAD_STEPS, activation_penalty, compile_step, tail_shares
+from lmcli.train.trainer import Trainer
 
 __all__ = ["MAX_BAD_STEPS", "RESUMABLE", "EpochEnded", "Event", "Finished", "Note", "Progress",
            "RunRequest", "Started", "TrainConfig", "Trainer", "Validated", "activation_penalty",

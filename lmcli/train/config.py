@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from lmcli.corpus import DataConfig
+from lmcli.distributed import World
 from lmcli.errors import LmcliError, SettingError
 from lmcli.model import ModelConfig
 from lmcli.settings import Setting, check, declared, setting
@@ -116,6 +117,14 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def check_world(config: TrainConfig, world: World) -> None:
+    """The global batch must split evenly into the ranks' lanes."""
+    if config.batch_size % world.size:
+        raise SettingError(f"{{batch_size}} {config.batch_size} does not split evenly among {world.size} "
+                           f"processes; use a multiple of {world.size} (it is the global batch: "
+                           "each process trains batch-size / processes lanes)")
 
 
 RESUMABLE = tuple(item.name for item in declared(TrainConfig, "train") if item.spec.resumable)

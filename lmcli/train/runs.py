@@ -26,9 +26,9 @@ from lmcli.model import ModelConfig
 from lmcli.runlock import RunLock
 from lmcli.settings import declared
 from lmcli.tokencache import cache_for_run
-from lmcli.train.config import RESUMABLE, TrainConfig
+from lmcli.train.config import RESUMABLE, TrainConfig, check_world
 from lmcli.train.events import Event, Finished
-from lmcli.train.trainer import Trainer, check_world
+from lmcli.train.trainer import Trainer
 
 StopFn = Callable[[], bool]
 EventFn = Callable[[Event], None]

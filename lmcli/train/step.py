@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
@@ -21,7 +22,7 @@ from lmcli.batches import PAD_TARGET
 from lmcli.devices import amp_dtype, autocast
 from lmcli.distributed import World
 from lmcli.errors import LmcliError
-from lmcli.model import RNNLM, Activations, State
+from lmcli.model import RNNLM, Activations, ModelConfig, State
 from lmcli.train.config import TrainConfig
 
 MAX_BAD_STEPS = 5  # non-finite losses in a row before a run is declared diverged
@@ -238,3 +239,14 @@ class LossMeter:
         steps = int(good - mark.steps)
         mean = (total - mark.total) / steps if steps else float("nan")
         return mean, time.perf_counter() - mark.time, steps
+
+
+def tail_shares(tokens: np.ndarray, config: ModelConfig, sample: int = 1 << 21) -> list[float] | None:
+    """For an adaptive softmax: the share of training targets in each tail cluster, from
+    the first ``sample`` tokens (a FLOP count needs no more precision than that)."""
+    if config.softmax != "adaptive" or not config.cutoffs:
+        return None
+    head = np.asarray(tokens[:sample])
+    bounds = [*config.cutoffs, config.vocab_size]
+    counts = np.histogram(head, bins=bounds)[0] if len(head) else np.zeros(len(config.cutoffs))
+    return [float(c) / max(len(head), 1) for c in counts]

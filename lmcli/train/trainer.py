@@ -21,7 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from lmcli import checkpoint as ckpt
@@ -29,40 +28,21 @@ from lmcli.batches import PAD_TARGET, BpttBatches, SentenceBatches
 from lmcli.corpus import CorpusData
 from lmcli.devices import cpu_has_bf16, describe, native_bf16, peak_flops, resolve_device
 from lmcli.distributed import SINGLE, SYNC_EVERY, World, place
-from lmcli.errors import LmcliError, SettingError
+from lmcli.errors import LmcliError
 from lmcli.model import RNNLM, ModelConfig, State, detach_state
 from lmcli.scoring import sentence_loss_sums
-from lmcli.train.config import TrainConfig
+from lmcli.train.config import TrainConfig, check_world
 from lmcli.train.events import EpochEnded, Event, Finished, Note, Progress, Started, Validated
 from lmcli.train.schedule import Averager, Budget, after_validation
 from lmcli.train import saving
 from lmcli.train.state import RunState, seed_everything
-from lmcli.train.step import LossMeter, Optimisation, to_device
+from lmcli.train.step import LossMeter, Optimisation, tail_shares, to_device
 
 LOG_EVERY = 100  # steps between "train" lines in metrics.jsonl
 
 
 def perplexity(loss: float) -> float:
     return math.exp(min(loss, 700.0))
-
-
-def tail_shares(tokens: np.ndarray, config: ModelConfig, sample: int = 1 << 21) -> list[float] | None:
-    """For an adaptive softmax: the share of training targets in each tail cluster, from
-    the first ``sample`` tokens (a FLOP count needs no more precision than that)."""
-    if config.softmax != "adaptive" or not config.cutoffs:
-        return None
-    head = np.asarray(tokens[:sample])
-    bounds = [*config.cutoffs, config.vocab_size]
-    counts = np.histogram(head, bins=bounds)[0] if len(head) else np.zeros(len(config.cutoffs))
-    return [float(c) / max(len(head), 1) for c in counts]
-
-
-def check_world(config: TrainConfig, world: World) -> None:
-    """The global batch must split evenly into the ranks' lanes."""
-    if config.batch_size % world.size:
-        raise SettingError(f"{{batch_size}} {config.batch_size} does not split evenly among {world.size} "
-                           f"processes; use a multiple of {world.size} (it is the global batch: "
-                           "each process trains batch-size / processes lanes)")
 
 
 class _Session:
