@@ -131,6 +131,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="JSON lines on stdout, 
 SeedOption = Annotated[int | None, typer.Option(help="Random seed: the same seed gives the same text.",
                                                 show_default=False)]
 EncodingOption = Annotated[str, typer.Option(help="Text encoding of the input files.")]
+SentenceBatchOption = Annotated[int, typer.Option("--batch-size", help="Sentences scored together.")]
 ErrorsOption = Annotated[str, typer.Option(help="On undecodable bytes: strict, replace or ignore.")]
 
 

@@ -11,7 +11,7 @@ import typer
 
 from lmcli import ui
 from lmcli.cli.common import (CheckpointOption, DeviceOption, EncodingOption, ErrorsOption, JsonOption,
-                              SeedOption, app, friendly_errors, load_model)
+                              SeedOption, SentenceBatchOption, app, friendly_errors, load_model)
 from lmcli.text import TextFiles, chunk_lines, iter_chunks
 from lmcli.errors import UsageError
 from lmcli.sampling import SamplingConfig, generate as generate_samples
@@ -26,7 +26,7 @@ def eval_command(
     stream: Annotated[bool, typer.Option("--stream", help="Carry the state across lines (as in "
                                          "training) instead of scoring each line from an empty "
                                          "context.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 64,
+    batch_size: SentenceBatchOption = 64,
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
     device: DeviceOption = "auto",
@@ -124,7 +124,7 @@ def score(
     per_token: Annotated[bool, typer.Option("--per-token", help="Add each token's logprob.")] = False,
     no_eos: Annotated[bool, typer.Option("--no-eos", help="Score a prefix: leave out the final "
                                          "<EOS> term.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Sentences scored together.")] = 64,
+    batch_size: SentenceBatchOption = 64,
     encoding: EncodingOption = "utf-8",
     errors: ErrorsOption = "strict",
     device: DeviceOption = "auto",
