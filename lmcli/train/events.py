@@ -11,7 +11,8 @@ with its fields; the names are part of the command's contract:
 - ``note``: something the user should know (a learning-rate decay, say);
 - ``finished``: why the run stopped, where the best model is, the speed.
 
-Data loading reports through its own callback, as ``phase`` and ``bytes`` events.
+Data loading reports through its own callback: ``phase`` (and ``warning``) events, which
+``--json`` writes too, and ``bytes`` for progress bars.
 """
 
 from __future__ import annotations

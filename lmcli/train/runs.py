@@ -21,7 +21,7 @@ from lmcli import distributed
 from lmcli.corpus import CorpusData, DataConfig, DataEvent, load_corpus
 from lmcli.devices import resolve_device
 from lmcli.distributed import SINGLE, World
-from lmcli.errors import LmcliError, SettingError
+from lmcli.errors import InputError, LmcliError, SettingError
 from lmcli.model import ModelConfig
 from lmcli.runlock import RunLock
 from lmcli.settings import declared
@@ -58,8 +58,8 @@ def check_run_dir(out_dir: Path, *, force: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise LmcliError(f"the run folder {out_dir} is a file, not a folder")
     if ((out_dir / ckpt.LAST).exists() or (out_dir / ckpt.BEST).exists()) and not force:
-        raise LmcliError(template=f"{out_dir} already holds a training run; resume it, start over "
-                         "with {force}, or choose another {out_dir}")
+        raise InputError(f"{out_dir} already holds a training run",
+                         "continue it with {resume}, start over with {force}, or choose another {out}")
 
 
 @contextlib.contextmanager
@@ -241,8 +241,7 @@ def _check_recipe(out_dir: Path, payload: dict[str, Any], recipe: str | None) ->
 def _check_budget_left(out_dir: Path, config: TrainConfig, run: dict[str, Any]) -> None:
     epoch, step = int(run.get("epoch", 0)), int(run.get("step", 0))
     if config.epochs is not None and epoch >= config.epochs:
-        raise LmcliError(template=f"the run in {out_dir} already finished its {config.epochs} epochs; "
+        raise InputError(f"the run in {out_dir} already finished its {config.epochs} epochs",
                          "give a larger {epochs} (or {max_steps} / {time_limit}) to go on")
     if config.max_steps is not None and step >= config.max_steps:
-        raise LmcliError(template=f"the run in {out_dir} already reached step {step}; give a larger "
-                         "{max_steps} to go on")
+        raise InputError(f"the run in {out_dir} already reached step {step}", "give a larger {max_steps} to go on")

@@ -98,6 +98,7 @@ def compile_step(module: nn.Module) -> Callable[..., Any]:
             cause = getattr(error, "inner_exception", None) or error
             lines = str(cause).strip().splitlines()
             reason = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
+            reason = reason.replace("{", "(").replace("}", ")")  # no setting marks in its text
             raise LmcliError(template="{compile}: " f"torch.compile failed here ({reason}); "
                              "train without {compile}") from error
 
