@@ -11,7 +11,7 @@ import torch
 from lmcli import checkpoint as ckpt
 from lmcli.corpus import DataConfig
 from lmcli.errors import LmcliError, UsageError
-from lmcli.train import (EpochEnded, Finished, Note, TrainConfig, Validated, resume_run,
+from lmcli.train import (EpochEnded, Finished, Note, Progress, TrainConfig, Validated, resume_run,
                          start_run)
 
 from conftest import english_lines, stop_after, train_request, valid_losses, weights
@@ -166,3 +166,21 @@ def test_early_stopping_defaults_follow_the_schedule() -> None:
     assert TrainConfig().patience == 5
     assert TrainConfig(lr_schedule="cosine", max_steps=10).patience is None
     assert TrainConfig(lr_schedule="cosine", max_steps=10, patience=3).patience == 3
+
+
+def test_a_resumed_time_limited_run_goes_on_along_its_clock(tmp_path: Path) -> None:
+    """The time limit counts the whole run: resumed, a cosine schedule goes on from where
+    the clock stood (not from its peak), and a run whose time is spent is refused."""
+    events: list = []
+    first = start_run(train_request(tmp_path, "run", max_steps=None, epochs=None, time_limit=1.5,
+                                    lr_schedule="cosine", eval_every=10_000), root=tmp_path / "ck")
+    assert first.reason == "time_limit"
+    with pytest.raises(LmcliError, match="already trained for"):
+        resume_run(tmp_path / "run", root=tmp_path / "ck")
+    resumed = resume_run(tmp_path / "run", overrides={"time_limit": 3.0}, root=tmp_path / "ck",
+                         on_event=events.append)
+    assert resumed.reason == "time_limit" and resumed.elapsed >= 3.0
+    rates = [e.lr for e in events if isinstance(e, Progress)]
+    # Half the budget or more is spent before the resumed session starts: the rate is at
+    # most half of the base rate (0.01), where restarting the clock would give nearly all of it.
+    assert rates and rates[0] <= 0.0051

@@ -39,7 +39,8 @@ class TrainConfig:
                                               "without it")
     max_steps: int | None = setting(None, "Stop after this many steps.", panel=TRAINING, at_least=1,
                                     resumable=True)
-    time_limit: float | None = setting(None, "Stop after this long (90s, 15m, 2h) and keep the best "
+    time_limit: float | None = setting(None, "Stop once the run has trained this long (90s, 15m, 2h; "
+                                       "a resumed run counts its earlier time) and keep the best "
                                        "model.", panel=TRAINING, above=0, resumable=True,
                                        parse=parse_duration)
     optimizer: str = setting("adam", "adam, adamw, sgd or ntasgd (SGD with non-monotonically "

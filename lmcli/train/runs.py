@@ -245,3 +245,7 @@ def _check_budget_left(out_dir: Path, config: TrainConfig, run: dict[str, Any]) 
                          "give a larger {epochs} (or {max_steps} / {time_limit}) to go on")
     if config.max_steps is not None and step >= config.max_steps:
         raise InputError(f"the run in {out_dir} already reached step {step}", "give a larger {max_steps} to go on")
+    elapsed = float(run.get("elapsed", 0.0))
+    if config.time_limit is not None and elapsed >= config.time_limit:
+        raise InputError(f"the run in {out_dir} already trained for {elapsed:.0f} s",
+                         "give a larger {time_limit} (it counts the whole run) to go on")

@@ -28,7 +28,7 @@ class Budget:
         self.total_steps = min(limits) if limits else None
 
     def fraction(self, step: int, seconds: float) -> float | None:
-        """Share of the budget (steps or this session's time, whichever ends first) done."""
+        """Share of the budget (steps or the run's time, whichever ends first) done."""
         fraction = None
         if self.total_steps is not None:
             fraction = step / self.total_steps

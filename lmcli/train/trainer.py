@@ -136,9 +136,11 @@ class Trainer:
         return max(1, min(2000, math.ceil(self.steps_per_epoch / 4)))
 
     def _clock(self) -> float:
-        """The session clock for decisions (time limit, time-driven learning rate): live in
-        one process, the last agreed reading under torchrun."""
-        return self._agreed[0] if self.world.distributed else self.session.seconds()
+        """The run's clock for decisions (time limit, time-driven learning rate): the time
+        trained before this session, plus this session's (live in one process, the last
+        agreed reading under torchrun). A resumed run goes on along its schedule."""
+        seconds = self._agreed[0] if self.world.distributed else self.session.seconds()
+        return self.session.elapsed_before + seconds
 
     def _stop_requested(self) -> bool:
         return self._agreed[1] if self.world.distributed else self.should_stop()
@@ -327,7 +329,7 @@ class Trainer:
         loss, seconds, _ = session.meter.since(session.shown)
         rate = (run.tokens_seen - session.shown.tokens) / max(seconds, 1e-9)
         self._report_skipped()
-        now = session.seconds()
+        now = session.elapsed_before + session.seconds()
         self.emit(Progress(run.step, self.budget.total_steps, run.epoch, loss, perplexity(loss), rate,
                            self.opt.lr, run.elapsed,
                            self.budget.eta(run.step, now, self.batches.tokens_per_window, rate),
