@@ -11,7 +11,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-_SETTING = re.compile(r"\{([a-z][a-z0-9_]*)\}")
+# A setting's mark, or a doubled brace: the escape for text that is not a template.
+_SETTING = re.compile(r"\{\{|\}\}|\{([a-z][a-z0-9_]*)\}")
+
+
+def escape(text: str) -> str:
+    """``text`` (a path, a library's message) made safe to put into a template."""
+    return text.replace("{", "{{").replace("}", "}}")
 
 
 class LmcliError(Exception):
@@ -28,7 +34,7 @@ class LmcliError(Exception):
         """The message with each marked setting shown by ``show(name)`` (a flag, say)."""
         if self.template is None:
             return str(self)
-        return _SETTING.sub(lambda match: show(match[1]), self.template)
+        return _SETTING.sub(lambda match: show(match[1]) if match[1] else match[0][0], self.template)
 
 
 class UsageError(LmcliError):

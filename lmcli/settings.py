@@ -12,6 +12,7 @@ and what may change when a run is resumed. This module knows none of the three c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import types
 import typing
@@ -60,7 +61,8 @@ class Setting:
         return self.spec.flag or "--" + self.name.replace("_", "-")
 
 
-def declared(config: type, group: str) -> list[Setting]:
+@functools.cache
+def declared(config: type, group: str) -> tuple[Setting, ...]:
     """The settings a config dataclass declares, in field order."""
     hints = typing.get_type_hints(config)
     found = []
@@ -70,7 +72,7 @@ def declared(config: type, group: str) -> list[Setting]:
             continue
         kind, optional = _base_type(hints[item.name])
         found.append(Setting(item.name, group, kind, optional, item.default, spec))
-    return found
+    return tuple(found)
 
 
 def _base_type(hint: Any) -> tuple[type, bool]:

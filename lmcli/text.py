@@ -139,7 +139,7 @@ def iter_chunks(path: str | Path, encoding: str = "utf-8", errors: str = "strict
     naming the file, the byte offset and the line, unless ``errors`` says otherwise.
     ``on_bytes`` sees every raw block (for hashing and progress).
     """
-    path = check_readable(path, "corpus file")
+    path = check_readable(path)
     decoder = _Decoder(path, encoding, errors)
     try:
         with _open_binary(path) as handle:
@@ -166,15 +166,16 @@ class TextFiles:
     errors: str = "strict"
 
     @classmethod
-    def of(cls, paths: Iterable[str | Path], encoding: str = "utf-8", errors: str = "strict"
-           ) -> TextFiles:
+    def of(cls, paths: Iterable[str | Path], encoding: str = "utf-8", errors: str = "strict",
+           what: str = "corpus file") -> TextFiles:
+        """The files, checked to be readable; ``what`` names them in errors."""
         resolved = tuple(Path(p) for p in paths)
         if not resolved:
-            raise UsageError("no corpus file given")
+            raise UsageError(f"no {what} given")
         if errors not in ("strict", "replace", "ignore"):
             raise SettingError(f"{{errors}} must be strict, replace or ignore, got {errors!r}")
         for path in resolved:
-            check_readable(path, "corpus file")
+            check_readable(path, what)
         return cls(resolved, encoding, errors)
 
     def size_bytes(self) -> int:

@@ -174,8 +174,11 @@ def train(**options: Any) -> None:
         else:
             request = make_request(corpus, {**given, "recipe": recipe}, out_dir=options["out"],
                                    force=options["force"])
-            if not json_output and not quiet:  # the bundled corpus says so at once
-                (announce.append if corpus else ui.stderr_console().print)(_announcement(corpus, request))
+            if not json_output and not quiet:
+                if corpus:
+                    announce.append(_announcement(corpus, request))  # once training starts
+                else:  # the bundled corpus says so at once
+                    ui.stderr_console().print(_announcement(corpus, request))
             finished = start_run(request, on_event=on_event, on_data_event=display.data_event,
                                  should_stop=stop)
     finally:

@@ -33,7 +33,7 @@ def eval_command(
     json_output: JsonOption = False,
 ) -> None:
     """Perplexity, cross-entropy and bits per token / per character over a file."""
-    files = TextFiles.of([file], encoding, errors)
+    files = TextFiles.of([file], encoding, errors, what="text file")
     loaded, model = load_model(checkpoint, device)
     result = evaluate_file(model, loaded.tokenizer, files, batch_size=batch_size, stream=stream)
     if json_output:

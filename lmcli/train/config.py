@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -131,6 +132,7 @@ def check_world(config: TrainConfig, world: World) -> None:
 RESUMABLE = tuple(item.name for item in declared(TrainConfig, "train") if item.spec.resumable)
 
 
+@functools.cache
 def all_settings() -> dict[str, Setting]:
     """Every setting of a training run, by name: the data, model and training configs'."""
     groups = (("data", DataConfig), ("model", ModelConfig), ("train", TrainConfig))

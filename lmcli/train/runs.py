@@ -24,9 +24,8 @@ from lmcli.distributed import SINGLE, World
 from lmcli.errors import InputError, LmcliError, SettingError
 from lmcli.model import ModelConfig
 from lmcli.runlock import RunLock
-from lmcli.settings import declared
 from lmcli.tokencache import cache_for_run
-from lmcli.train.config import RESUMABLE, TrainConfig, check_world
+from lmcli.train.config import RESUMABLE, TrainConfig, check_world, split_settings
 from lmcli.train.events import Event, Finished
 from lmcli.train.trainer import Trainer
 
@@ -54,9 +53,8 @@ class RunRequest:
 
 
 def check_run_dir(out_dir: Path, *, force: bool) -> None:
-    """Refuse to start over another run's checkpoints unless ``force``; touches nothing."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise LmcliError(f"the run folder {out_dir} is a file, not a folder")
+    """Refuse to start over another run's checkpoints unless ``force``; touches nothing.
+    (That the folder is not a file, the lock checked when it took the folder.)"""
     if ((out_dir / ckpt.LAST).exists() or (out_dir / ckpt.BEST).exists()) and not force:
         raise InputError(f"{out_dir} already holds a training run",
                          "continue it with {resume}, start over with {force}, or choose another {out}")
@@ -205,14 +203,10 @@ def resumed_changes(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, 
     """The training settings that ``given`` changes (budgets, device...). A given setting
     equal to the run's, once made into a config as it would be (``auto`` resolved, types
     read), is no change; a change to anything else is refused with both values."""
-    groups = {item.name: group for group, config in stored.items()
-              for item in declared(type(config), group)}
-    unknown = sorted(set(given) - set(groups))
-    if unknown:
-        raise LmcliError(f"unknown settings: {', '.join(unknown)}")
+    groups = split_settings(given)  # unknown names are refused
     changes: dict[str, Any] = {}
     for group, config in stored.items():
-        mine = {name: value for name, value in given.items() if groups[name] == group}
+        mine = groups[group]
         candidate = dataclasses.replace(config, **mine) if mine else config
         for name in mine:
             old, new = getattr(config, name), getattr(candidate, name)

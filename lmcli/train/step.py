@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from lmcli.batches import PAD_TARGET
 from lmcli.devices import amp_dtype, autocast
 from lmcli.distributed import World
-from lmcli.errors import LmcliError
+from lmcli.errors import LmcliError, escape
 from lmcli.model import RNNLM, Activations, ModelConfig, State
 from lmcli.train.config import TrainConfig
 
@@ -98,8 +98,7 @@ def compile_step(module: nn.Module) -> Callable[..., Any]:
             cause = getattr(error, "inner_exception", None) or error
             lines = str(cause).strip().splitlines()
             reason = f"{type(cause).__name__}: {lines[0]}" if lines else type(cause).__name__
-            reason = reason.replace("{", "(").replace("}", ")")  # no setting marks in its text
-            raise LmcliError(template="{compile}: " f"torch.compile failed here ({reason}); "
+            raise LmcliError(template="{compile}: " f"torch.compile failed here ({escape(reason)}); "
                              "train without {compile}") from error
 
     return step

@@ -91,7 +91,7 @@ class Trainer:
         self.averager = Averager(list(self.model.parameters()))
         self.run = RunState(lr=float(config.lr), phase=config.batching)
         self.hidden: State | None = None
-        self.session = _Session(self.run, self.device)
+        self.session: _Session  # this process's part of the run, from fit()
         self._agreed = (0.0, False)  # (session seconds, stop requested) as all ranks last agreed
         if resume_from is not None:
             saving.restore(self, resume_from)
