@@ -27,24 +27,21 @@ Usage::
     python3 corpora/build_tang.py /path/to/package  # an unpacked package
     python3 corpora/build_tang.py -o out.txt ...
 
-Standard library only.
+Standard library only; the package fetching and the ideograph test live in
+``chinese_poetry.py`` beside this script, shared with ``build_ci.py``.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
-import subprocess
-import sys
-import tarfile
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-PACKAGE = "chinese-poetry"
-VERSION = "2.0.1"
+from chinese_poetry import PACKAGE, VERSION, check_version, fetch_package, is_ideograph
+
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "tang_poems.txt"
 
 # Punctuation that ends a verse line in the source; a run counts as one break.
@@ -57,49 +54,6 @@ FORMS: dict[tuple[int, int], str] = {
     (5, 8): "wulu",  # 五言律詩
     (7, 8): "qilu",  # 七言律詩
 }
-
-# CJK ideograph code point ranges: Extension A, the URO, the compatibility
-# ideographs, and the whole of planes 2 and 3 (SIP and TIP: Extensions B-I,
-# compatibility supplement), which Unicode reserves for ideographs.
-IDEOGRAPH_RANGES: tuple[tuple[int, int], ...] = (
-    (0x3400, 0x4DBF),
-    (0x4E00, 0x9FFF),
-    (0xF900, 0xFAFF),
-    (0x20000, 0x3FFFF),
-)
-
-
-def is_ideograph(char: str) -> bool:
-    """Return True if ``char`` is a CJK ideograph."""
-    code = ord(char)
-    return any(low <= code <= high for low, high in IDEOGRAPH_RANGES)
-
-
-def fetch_package(workdir: Path) -> Path:
-    """Download the package with ``npm pack`` into ``workdir``, unpack it, return its root."""
-    spec = f"{PACKAGE}@{VERSION}"
-    print(f"fetching {spec} with npm pack ...", file=sys.stderr)
-    command = ["npm", "pack", "--silent", spec]
-    subprocess.run(command, cwd=workdir, check=True, stdout=subprocess.DEVNULL)
-    tarball = workdir / f"{PACKAGE}-{VERSION}.tgz"
-    if not tarball.is_file():
-        raise SystemExit(f"npm pack did not produce {tarball}")
-    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-    print(f"{tarball.name} sha256 {digest}", file=sys.stderr)
-    with tarfile.open(tarball) as archive:
-        if hasattr(tarfile, "data_filter"):
-            archive.extractall(workdir, filter="data")
-        else:  # Python < 3.11.4
-            archive.extractall(workdir)
-    return workdir / "package"
-
-
-def check_version(package_root: Path) -> None:
-    """Warn if the unpacked package is not the expected name and version."""
-    manifest = json.loads((package_root / "package.json").read_text(encoding="utf-8"))
-    found = f"{manifest.get('name')}@{manifest.get('version')}"
-    if found != f"{PACKAGE}@{VERSION}":
-        print(f"warning: expected {PACKAGE}@{VERSION}, found {found}", file=sys.stderr)
 
 
 def tang_files(package_root: Path) -> list[Path]:
