@@ -1,0 +1,123 @@
+"""Simplified and traditional Chinese at the boundary: script detection, vocabulary-aware
+conversion, and score / eval / tokenize / info reading either script against a model
+trained on the other."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import POEM_LINES, REPO
+from lmcli.cli.common import flag_of
+from lmcli.errors import SettingError
+from lmcli.script import (ScriptConverter, choose_display_script, prepare_user_text, text_script,
+                          vocabulary_script)
+from lmcli.tokenizers import CharTokenizer, WordTokenizer
+from lmcli.vocabulary import build_tokenizer
+
+# The first quatrain line of POEM_LINES as a mainland user would type it.
+SIMPLIFIED = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
+TRADITIONAL = POEM_LINES[0]
+# 静夜思 and 登鹳雀楼, as printed in simplified characters.
+SIMPLIFIED_TEXT = ("床前明月光，疑是地上霜。举头望明月，低头思故乡。\n"
+                   "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n"
+                   "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。")
+
+
+def tang_tokenizer(lines: int = 3000) -> CharTokenizer:
+    text = (REPO / "corpora" / "tang_poems.txt").read_text(encoding="utf-8")
+    return build_tokenizer("char", ["\n".join(text.splitlines()[:lines]) + "\n"])
+
+
+def char_tokenizer(text: str) -> CharTokenizer:
+    return CharTokenizer(["<EOS>", "<UNK>", *dict.fromkeys(text)], False)
+
+
+# ----------------------------------------------------------------------------- detection
+
+
+def test_the_bundled_tang_vocabulary_is_traditional() -> None:
+    tokenizer = tang_tokenizer()
+    assert len(tokenizer.tokens) > 3000
+    assert vocabulary_script(tokenizer.tokens) == "traditional"
+
+
+def test_simplified_text_english_and_undecidable_vocabularies() -> None:
+    assert vocabulary_script(char_tokenizer(SIMPLIFIED_TEXT).tokens) == "simplified"
+    assert vocabulary_script(["the", "cat", "sees", "the", "moon", "."]) == "neither"
+    assert vocabulary_script(["明", "月", "山", "水"]) == "neither"  # the same in both scripts
+    mixed = list("風雲舉頭鄉") + list("风云举头乡")  # as much of each: undecidable
+    assert vocabulary_script(mixed) == "neither"
+
+
+def test_what_the_user_typed() -> None:
+    assert text_script(SIMPLIFIED) == "simplified"
+    assert text_script(TRADITIONAL) == "traditional"
+    assert text_script("明月") is None  # the same in both scripts
+    assert text_script("hello") is None
+
+
+# ----------------------------------------------------------------------------- conversion
+
+
+def test_simplified_input_reaches_a_traditional_vocabulary() -> None:
+    converter = ScriptConverter(tang_tokenizer(), "traditional")
+    assert converter.to_model("春风举头望明月") == "春風舉頭望明月"
+    assert converter.unknown(converter.to_model("春风举头望明月")) == []
+    assert converter.to_model("春風舉頭望明月") == "春風舉頭望明月"  # already traditional
+    assert converter.to_model("the moon") == "the moon"  # no CJK: untouched
+
+
+def test_phrases_choose_among_one_to_many_mappings() -> None:
+    converter = ScriptConverter(char_tokenizer("頭髮發展"), "traditional")
+    assert converter.to_model("头发发展") == "頭髮發展"
+
+
+def test_a_variant_the_vocabulary_holds_replaces_the_one_it_lacks() -> None:
+    # OpenCC's s2t writes 里 as 裏; this vocabulary knows only the Taiwan form 裡.
+    taiwan = ScriptConverter(char_tokenizer("裡面有人"), "traditional")
+    assert taiwan.to_model("里面有人") == "裡面有人"
+    # This one knows 里 as typed (the 里 of 千里), not 裏.
+    as_typed = ScriptConverter(char_tokenizer("千里面"), "traditional")
+    assert as_typed.to_model("里面") == "里面"
+    assert as_typed.unknown(as_typed.to_model("里面")) == []
+
+
+def test_unknown_characters_and_words() -> None:
+    converter = ScriptConverter(char_tokenizer("春風舉頭"), "traditional")
+    assert converter.unknown(converter.to_model("春风龘龘𠀀")) == ["龘", "𠀀"]
+    words = ScriptConverter(WordTokenizer(["<EOS>", "<UNK>", "頭髮", "發展"], False), "traditional")
+    assert words.to_model("头发 发展") == "頭髮 發展"
+    assert words.unknown(words.to_model("头发 龘龘 发展")) == ["龘龘"]
+    assert converter.segments("春风龘") == [("春风", False), ("龘", True)]
+
+
+def test_a_model_in_neither_script_leaves_text_alone() -> None:
+    converter = ScriptConverter(char_tokenizer("abc"), "neither")
+    assert converter.to_model("举头") == "举头"
+    assert converter.unknown("举头") == ["举", "头"]
+
+
+def test_output_shown_in_the_script_asked_for() -> None:
+    converter = ScriptConverter(tang_tokenizer(300), "traditional")
+    assert converter.to_script("春風舉頭望明月", "simplified") == "春风举头望明月"
+    assert converter.to_script("春風舉頭望明月", "traditional") == "春風舉頭望明月"
+    assert converter.to_script("春風舉頭望明月", "model") == "春風舉頭望明月"
+
+
+def test_display_script() -> None:
+    assert choose_display_script("auto", ["举头", ""], "traditional") == "simplified"
+    assert choose_display_script("auto", ["明月"], "traditional") == "traditional"
+    assert choose_display_script("auto", [], "neither") == "model"
+    assert choose_display_script("simplified", ["舉頭"], "traditional") == "simplified"
+    with pytest.raises(SettingError, match="script"):
+        choose_display_script("klingon", [], "traditional")
+
+
+def test_prepare_user_text_names_what_is_missing() -> None:
+    converter = ScriptConverter(char_tokenizer("春風舉頭"), "traditional")
+    assert prepare_user_text("春风", converter, what="acrostic", required=True).text == "春風"
+    with pytest.raises(SettingError) as caught:
+        prepare_user_text("春风𠀀龘", converter, what="acrostic", required=True)
+    assert caught.value.render(flag_of) == "--acrostic: 𠀀 and 龘 are not in the model's vocabulary"
+    prepared = prepare_user_text("春风𠀀龘", converter, what="prime", required=False)
+    assert prepared.text == "春風𠀀龘" and prepared.unknown == ["𠀀", "龘"]
