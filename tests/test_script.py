@@ -4,16 +4,26 @@ trained on the other."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+import torch
+from typer.testing import CliRunner
 
 from conftest import POEM_LINES, REPO
+from lmcli import checkpoint as ckpt
+from lmcli.cli import app
 from lmcli.cli.common import flag_of
+from lmcli.corpus import DataConfig
 from lmcli.errors import SettingError
 from lmcli.script import (ScriptConverter, choose_display_script, prepare_user_text, text_script,
                           vocabulary_script)
 from lmcli.tokenizers import CharTokenizer, WordTokenizer
+from lmcli.train import RunRequest, TrainConfig, start_run
 from lmcli.vocabulary import build_tokenizer
 
+runner = CliRunner()
 # The first quatrain line of POEM_LINES as a mainland user would type it.
 SIMPLIFIED = "床前明月光，疑是地上霜。举头望明月，低头思故乡。"
 TRADITIONAL = POEM_LINES[0]
@@ -30,6 +40,27 @@ def tang_tokenizer(lines: int = 3000) -> CharTokenizer:
 
 def char_tokenizer(text: str) -> CharTokenizer:
     return CharTokenizer(["<EOS>", "<UNK>", *dict.fromkeys(text)], False)
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def poem_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny char-level model of traditional-script poems (a few steps: its scores need
+    not be good, only the same for the same tokens)."""
+    root = tmp_path_factory.mktemp("poems")
+    corpus = root / "poems.txt"
+    corpus.write_text("\n".join(POEM_LINES * 20) + "\n", encoding="utf-8")
+    request = RunRequest(
+        corpus=[str(corpus)], data=DataConfig(level="char", min_freq=1, valid_fraction=0.1),
+        model={"cell": "gru", "layers": 1, "embed_dim": 8, "hidden_dim": 16, "dropout": 0.0},
+        train=TrainConfig(seq_len=16, batch_size=4, epochs=None, max_steps=6, lr=0.01, seed=1,
+                          device="cpu"),
+        out_dir=root / "run")
+    start_run(request, root=root / "checkpoints")
+    return root / "run"
 
 
 # ----------------------------------------------------------------------------- detection
@@ -121,3 +152,20 @@ def test_prepare_user_text_names_what_is_missing() -> None:
     assert caught.value.render(flag_of) == "--acrostic: 𠀀 and 龘 are not in the model's vocabulary"
     prepared = prepare_user_text("春风𠀀龘", converter, what="prime", required=False)
     assert prepared.text == "春風𠀀龘" and prepared.unknown == ["𠀀", "龘"]
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def test_the_checkpoint_records_its_script_and_old_ones_infer_it(poem_run: Path, tmp_path: Path,
+                                                                 trained_run: Path) -> None:
+    best = ckpt.resolve(poem_run)
+    payload = torch.load(best, weights_only=True)
+    assert payload["provenance"]["script"] == "traditional"
+    del payload["provenance"]["script"]  # as lmcli wrote checkpoints before it was recorded
+    old = tmp_path / "old.pt"
+    ckpt.save(payload, old)
+    assert ckpt.load(old).script == "traditional"
+    info = json_lines(runner.invoke(app, ["info", "-c", str(old), "--json"]).stdout)[0]
+    assert info["script"] == "traditional"
+    assert ckpt.load(ckpt.resolve(trained_run)).script == "neither"  # English words

@@ -45,6 +45,7 @@ def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -
         ("parameters", f"{summary['parameters']:,}"),
         ("tokens", f"{tokenizer.level} level, vocabulary {config.vocab_size:,} "
                    f"(<EOS>, <UNK> included){', lowercased' if tokenizer.lowercase else ''}"),
+        ("script", _SCRIPT_NOTES.get(summary["script"], summary["script"])),
         ("trained", f"step {loaded.step:,}, epoch {payload.get('epoch')}, "
                     f"{format_count(payload.get('tokens_seen') or 0)} tokens"),
         ("validation", f"loss {valid_loss:.4f}, perplexity {math.exp(valid_loss):.2f}"
@@ -72,6 +73,13 @@ def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -
         rows.append(("validation history", ", ".join(
             f"{m['step']}: {math.exp(min(m['loss'], 700)):.2f}" for m in shown)))
     ui.stdout_console().print(ui.key_value_table(None, rows))
+
+
+_SCRIPT_NOTES = {
+    "traditional": "traditional Chinese (simplified input is converted to it)",
+    "simplified": "simplified Chinese (traditional input is converted to it)",
+    "neither": "neither Chinese script (input is not converted)",
+}
 
 
 def _value(value: object) -> str:
