@@ -13,13 +13,14 @@ from typer.testing import CliRunner
 
 from conftest import POEM_LINES, REPO
 from lmcli import checkpoint as ckpt
+from lmcli import ui
 from lmcli.cli import app
 from lmcli.cli.common import flag_of
 from lmcli.corpus import DataConfig
 from lmcli.errors import SettingError
 from lmcli.script import (ScriptConverter, choose_display_script, prepare_user_text, text_script,
                           vocabulary_script)
-from lmcli.tokenizers import CharTokenizer, WordTokenizer
+from lmcli.tokenizers import UNK_ID, CharTokenizer, WordTokenizer
 from lmcli.train import RunRequest, TrainConfig, start_run
 from lmcli.vocabulary import build_tokenizer
 
@@ -155,6 +156,47 @@ def test_prepare_user_text_names_what_is_missing() -> None:
 
 
 # ----------------------------------------------------------------------------- commands
+
+
+def test_score_reads_either_script_and_keeps_the_text_as_typed(poem_run: Path) -> None:
+    tokenizer = ckpt.load(ckpt.resolve(poem_run)).tokenizer
+    assert UNK_ID in tokenizer.encode(SIMPLIFIED)  # unconverted, it would score <UNK>s
+    result = runner.invoke(app, ["score", "-c", str(poem_run), "--json", SIMPLIFIED, TRADITIONAL])
+    assert result.exit_code == 0, result.output
+    simplified, traditional = json_lines(result.stdout)
+    assert simplified["text"] == SIMPLIFIED and traditional["text"] == TRADITIONAL
+    assert simplified["oov"] == traditional["oov"] == 0
+    assert simplified["logprob"] == pytest.approx(traditional["logprob"], abs=1e-9)
+
+
+def test_eval_reads_either_script(poem_run: Path, tmp_path: Path) -> None:
+    results = []
+    for name, text in (("simplified.txt", SIMPLIFIED), ("traditional.txt", TRADITIONAL)):
+        path = tmp_path / name
+        path.write_text(text + "\n", encoding="utf-8")
+        for stream in ([], ["--stream"]):
+            output = runner.invoke(app, ["eval", str(path), "-c", str(poem_run), "--json", *stream])
+            results.append(json_lines(output.stdout)[0])
+    assert [r["oov"] for r in results] == [0, 0, 0, 0]
+    assert results[0]["perplexity"] == pytest.approx(results[2]["perplexity"])
+    assert results[1]["perplexity"] == pytest.approx(results[3]["perplexity"])
+
+
+def test_score_on_a_terminal_marks_unknown_tokens(poem_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ui, "stdout_is_terminal", lambda: True)
+    result = runner.invoke(app, ["score", "-c", str(poem_run), "--per-token", "举头龘"])
+    assert result.exit_code == 0, result.output
+    assert "<UNK>=龘" in result.stdout and "舉:" in result.stdout
+
+
+def test_tokenize_converts_and_says_so(poem_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    piped = runner.invoke(app, ["tokenize", "-c", str(poem_run), "春风举头"])
+    assert piped.stdout.split() == ["春", "風", "舉", "頭"]
+    (record,) = json_lines(runner.invoke(app, ["tokenize", "-c", str(poem_run), "--json", "春风举头"]).stdout)
+    assert record["text"] == "春风举头" and record["converted"] == "春風舉頭" and record["oov"] == 0
+    monkeypatch.setattr(ui, "stdout_is_terminal", lambda: True)
+    shown = runner.invoke(app, ["tokenize", "-c", str(poem_run), "春风举头"]).stdout
+    assert "converted to traditional: 春風舉頭" in shown and "<UNK>" not in shown
 
 
 def test_the_checkpoint_records_its_script_and_old_ones_infer_it(poem_run: Path, tmp_path: Path,

@@ -106,21 +106,27 @@ def tokenize(
     checkpoint: CheckpointOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Show how a checkpoint's tokenizer splits text (tokens, ids, <UNK>s)."""
+    """Show how a checkpoint's tokenizer splits text (tokens, ids, <UNK>s); text in the
+    other Chinese script is converted to the model's first, as score and generate do."""
     loaded = ckpt.load(ckpt.resolve(checkpoint))
-    tokenizer = loaded.tokenizer
+    tokenizer, converter = loaded.tokenizer, loaded.converter
     texts: Iterator[str] | list[str] = _stdin_lines() if not text or text == ["-"] else text
     terminal = ui.stdout_is_terminal() and not json_output
     console = ui.stdout_console()
     for item in texts:
-        ids = tokenizer.encode(tokenizer.normalize(item))
+        typed = tokenizer.normalize(item)
+        converted = converter.to_model(typed)
+        ids = tokenizer.encode(converted)
         pieces = [tokenizer.tokens[i] for i in ids]
-        surface = tokenizer.surface(item)
+        surface = tokenizer.surface(converted)
         if json_output:
-            ui.emit_json({"text": item, "tokens": pieces, "ids": ids, "surface": surface,
-                          "num_tokens": len(ids) + 1, "oov": sum(1 for i in ids if i == UNK_ID)})
+            ui.emit_json({"text": item, "converted": converted, "tokens": pieces, "ids": ids,
+                          "surface": surface, "num_tokens": len(ids) + 1,
+                          "oov": sum(1 for i in ids if i == UNK_ID)})
         elif terminal:
-            shown = " ".join(f"[red]{ui.escape(repr(s)[1:-1])}=<UNK>[/]" if i == UNK_ID
+            if converted != typed:
+                console.print(f"[dim]converted to {loaded.script}: {ui.escape(converted)}[/]")
+            shown = " ".join(f"[{ui.UNKNOWN_STYLE}]{ui.escape(repr(s)[1:-1])}=<UNK>[/]" if i == UNK_ID
                              else f"[cyan]{ui.escape(p)}[/]" for p, s, i in zip(pieces, surface, ids))
             console.print(f"{shown} [dim]<EOS>[/]  [dim]({len(ids) + 1} tokens)[/]")
         else:
