@@ -28,6 +28,7 @@ import platform
 import warnings
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ import torch
 import lmcli
 from lmcli.errors import LmcliError, SettingError
 from lmcli.model import RNNLM, ModelConfig
+from lmcli.script import ScriptConverter, vocabulary_script
 from lmcli.tokenizers import Tokenizer, tokenizer_from_state
 
 FORMAT = "lmcli-checkpoint"
@@ -175,6 +177,18 @@ class Checkpoint:
     def step(self) -> int:
         return int(self.payload.get("step", 0))
 
+    @cached_property
+    def script(self) -> str:
+        """The Chinese script of the training corpus: traditional, simplified or neither.
+        Checkpoints written before it was recorded have it worked out from the vocabulary."""
+        recorded = (self.payload.get("provenance") or {}).get("script")
+        return recorded if isinstance(recorded, str) else vocabulary_script(self.tokenizer.tokens)
+
+    @cached_property
+    def converter(self) -> ScriptConverter:
+        """Turns text typed in either Chinese script into the model's, and its output back."""
+        return ScriptConverter(self.tokenizer, self.script)
+
     @property
     def training_state(self) -> dict[str, Any] | None:
         return self.payload.get("training_state")
@@ -205,6 +219,7 @@ class Checkpoint:
             "tie_weights": config.tie_weights,
             "vocab_size": config.vocab_size,
             "lowercase": tokenizer.lowercase,
+            "script": self.script,
             "parameters": count_parameters(payload["state_dict"]),
             "step": self.step,
             "epoch": payload.get("epoch"),

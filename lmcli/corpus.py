@@ -16,12 +16,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
 
 from lmcli.errors import LmcliError, SettingError
+from lmcli.script import vocabulary_script
 from lmcli.settings import check, setting
 from lmcli.parallel import map_blocks, worker_count
 from lmcli.text import BytesFn, CorpusScan, TextFiles, scan
@@ -173,6 +174,12 @@ class CorpusData:
     valid_files: TextFiles | None = None
     held_out: HeldOut = field(default_factory=HeldOut)
 
+    @cached_property
+    def script(self) -> str:
+        """The Chinese script of the vocabulary (traditional, simplified or neither): worked
+        out once, though every checkpoint records it."""
+        return vocabulary_script(self.tokenizer.tokens)
+
     def provenance(self) -> dict[str, object]:
         return {
             "corpus": [str(p) for p in self.files.paths],
@@ -182,6 +189,7 @@ class CorpusData:
             "valid": [str(p) for p in self.valid_files.paths] if self.valid_files else None,
             "train_tokens": int(len(self.train)),
             "valid_tokens": int(len(self.valid)) if self.valid is not None else 0,
+            "script": self.script,
         }
 
 

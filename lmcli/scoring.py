@@ -10,7 +10,7 @@ do not depend on it, and a sentence scores the same alone or in any batch.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -40,6 +40,7 @@ class SentenceScore:
     unk_logprob: float  # the part of logprob spent on <UNK> tokens
     token_ids: list[int] = field(default_factory=list)
     token_logprobs: list[float] | None = None
+    scored_text: str | None = None  # the text as the model read it, where conversion changed it
 
     @property
     def log10prob(self) -> float:
@@ -51,6 +52,8 @@ class SentenceScore:
 
 
 Ids = Sequence[int] | np.ndarray
+Convert = Callable[[str], str]
+"""Turns a sentence as typed into the text the model reads (another Chinese script, say)."""
 
 
 def _batches(items: list[tuple[int, Ids]], batch_size: int, vocab: int
@@ -119,33 +122,37 @@ def score_ids(model: RNNLM, encoded: Sequence[Ids], *, batch_size: int = 64, eos
 
 def score_sentences(model: RNNLM, tokenizer: Tokenizer, sentences: Iterable[str], *,
                     batch_size: int = 64, eos: bool = True, per_token: bool = False,
-                    group_size: int = 4096) -> Iterator[SentenceScore]:
+                    group_size: int = 4096, convert: Convert | None = None) -> Iterator[SentenceScore]:
     """Scores in input order, streamed: ``group_size`` sentences are read, sorted by length,
-    scored in batches and given back before more are read."""
+    scored in batches and given back before more are read. ``convert`` turns each
+    (normalised) sentence into what the model reads; the scores keep the sentence as given."""
     _check_batch_size(batch_size)
     model.eval()
     group: list[str] = []
     for sentence in sentences:
         group.append(sentence)
         if len(group) >= group_size:
-            yield from _score_group(model, tokenizer, group, batch_size, eos, per_token)
+            yield from _score_group(model, tokenizer, group, batch_size, eos, per_token, convert)
             group = []
     if group:
-        yield from _score_group(model, tokenizer, group, batch_size, eos, per_token)
+        yield from _score_group(model, tokenizer, group, batch_size, eos, per_token, convert)
 
 
 def _score_group(model: RNNLM, tokenizer: Tokenizer, group: list[str], batch_size: int,
-                 eos: bool, per_token: bool) -> list[SentenceScore]:
+                 eos: bool, per_token: bool, convert: Convert | None) -> list[SentenceScore]:
     texts = [tokenizer.normalize(s) for s in group]
-    encoded = [tokenizer.encode(t) if t else [] for t in texts]
+    scored = list(map(convert, texts)) if convert is not None else texts
+    encoded = [tokenizer.encode(t) if t else [] for t in scored]
     results = []
-    for text, ids, logprobs in zip(texts, encoded, score_ids(model, encoded, batch_size=batch_size, eos=eos)):
+    for text, read, ids, logprobs in zip(texts, scored, encoded,
+                                         score_ids(model, encoded, batch_size=batch_size, eos=eos)):
         unk = np.array(ids[: len(logprobs)], dtype=np.int64) == UNK_ID
         results.append(SentenceScore(
             text=text, logprob=float(logprobs.sum()), num_tokens=len(logprobs),
             oov=int(unk.sum()), unk_logprob=float(logprobs[: len(unk)][unk].sum()),
             token_ids=ids + ([EOS_ID] if eos else []),
-            token_logprobs=logprobs.tolist() if per_token else None))
+            token_logprobs=logprobs.tolist() if per_token else None,
+            scored_text=read if read != text else None))
     return results
 
 
@@ -236,20 +243,27 @@ def _lines(files: TextFiles) -> Iterator[str]:
         yield from lines
 
 
+def _converted_blocks(files: TextFiles, convert: Convert | None) -> Iterator[list[str]]:
+    for lines in files.line_blocks():
+        yield list(map(convert, lines)) if convert is not None else lines
+
+
 def evaluate_file(model: RNNLM, tokenizer: Tokenizer, files: TextFiles, *, batch_size: int = 64,
-                  stream: bool = False, seq_len: int = 256) -> Evaluation:
+                  stream: bool = False, seq_len: int = 256, convert: Convert | None = None
+                  ) -> Evaluation:
     """Perplexity and friends over a text file. Each non-blank line is scored from an empty
     context exactly as :func:`score_sentences` does, unless ``stream`` carries the state
-    across lines (one lane, in order, as the text reads)."""
+    across lines (one lane, in order, as the text reads). ``convert`` turns each line into
+    what the model reads; characters are counted in the file's own text."""
     num_chars = sum(len(t) + 1 for t in map(tokenizer.normalize, _lines(files)) if t)
     if num_chars == 0:
         raise LmcliError(f"nothing to evaluate: {', '.join(map(str, files.paths))} has no text")
     if stream:
-        return _evaluate_stream(model, tokenizer, files, num_chars, seq_len)
+        return _evaluate_stream(model, tokenizer, files, num_chars, seq_len, convert)
     sentences = num_tokens = oov = 0
     logprob = unk_logprob = 0.0
     nonblank = (line for line in _lines(files) if tokenizer.normalize(line))
-    for score in score_sentences(model, tokenizer, nonblank, batch_size=batch_size):
+    for score in score_sentences(model, tokenizer, nonblank, batch_size=batch_size, convert=convert):
         sentences += 1
         num_tokens += score.num_tokens
         oov += score.oov
@@ -260,8 +274,8 @@ def evaluate_file(model: RNNLM, tokenizer: Tokenizer, files: TextFiles, *, batch
 
 @torch.no_grad()
 def _evaluate_stream(model: RNNLM, tokenizer: Tokenizer, files: TextFiles, num_chars: int,
-                     seq_len: int) -> Evaluation:
-    tokens = encode_stream(tokenizer, files.line_blocks())
+                     seq_len: int, convert: Convert | None) -> Evaluation:
+    tokens = encode_stream(tokenizer, _converted_blocks(files, convert))
     device = model.embedding.weight.device
     model.eval()
     batches = BpttBatches(tokens, 1, seq_len, keep_partial=True)

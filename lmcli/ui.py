@@ -237,13 +237,35 @@ def score_table(per_token: bool, header: bool = True) -> Table:
     return table
 
 
-def add_score_row(table: Table, record: dict[str, Any]) -> None:
-    text = escape(record["text"])
+UNKNOWN_STYLE = "bold red underline"  # underlined too, so it shows without colour
+
+
+def marked_unknown(segments: list[tuple[str, bool]]) -> str:
+    """Markup for text cut into runs, the runs the model reads as <UNK> marked."""
+    return "".join(f"[{UNKNOWN_STYLE}]{escape(run)}[/]" if unknown else escape(run)
+                   for run, unknown in segments)
+
+
+def _token_markup(token: dict[str, Any], surface: str | None) -> str:
+    if token["token"] == "<UNK>":  # what the <UNK> stood for, where known
+        shown = f"<UNK>={surface}" if surface else "<UNK>"
+        return f"[/dim][{UNKNOWN_STYLE}]{escape(shown)}[/]:{token['logprob']:.2f}[dim]"
+    return f"{escape(token['token'])}:{token['logprob']:.2f}"
+
+
+def add_score_row(table: Table, record: dict[str, Any], segments: list[tuple[str, bool]] | None = None,
+                  surfaces: list[str] | None = None) -> None:
+    """A sentence's row; ``segments`` mark its unknown parts, ``surfaces`` (one per token)
+    say what each per-token <UNK> stood for."""
+    text = marked_unknown(segments) if segments is not None else escape(record["text"])
     if "tokens" in record:
-        text += "\n[dim]" + " ".join(f"{escape(t['token'])}:{t['logprob']:.2f}"
-                                     for t in record["tokens"]) + "[/]"
+        surfaces = surfaces or []
+        text += "\n[dim]" + " ".join(
+            _token_markup(t, surfaces[i] if i < len(surfaces) else None)
+            for i, t in enumerate(record["tokens"])) + "[/]"
+    oov = f"[{UNKNOWN_STYLE}]{record['oov']}[/]" if record["oov"] else "0"
     table.add_row(text, f"{record['logprob']:.4f}", f"{record['log10prob']:.4f}",
-                  str(record["num_tokens"]), _fmt(record["perplexity"], 2), str(record["oov"]))
+                  str(record["num_tokens"]), _fmt(record["perplexity"], 2), oov)
 
 
 def rerank_summary(report: Any, tuned: Any, stats: Any, seconds: float, weights: Any) -> None:

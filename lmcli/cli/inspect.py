@@ -45,6 +45,7 @@ def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -
         ("parameters", f"{summary['parameters']:,}"),
         ("tokens", f"{tokenizer.level} level, vocabulary {config.vocab_size:,} "
                    f"(<EOS>, <UNK> included){', lowercased' if tokenizer.lowercase else ''}"),
+        ("script", _SCRIPT_NOTES.get(summary["script"], summary["script"])),
         ("trained", f"step {loaded.step:,}, epoch {payload.get('epoch')}, "
                     f"{format_count(payload.get('tokens_seen') or 0)} tokens"),
         ("validation", f"loss {valid_loss:.4f}, perplexity {math.exp(valid_loss):.2f}"
@@ -74,6 +75,13 @@ def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -
     ui.stdout_console().print(ui.key_value_table(None, rows))
 
 
+_SCRIPT_NOTES = {
+    "traditional": "traditional Chinese (simplified input is converted to it)",
+    "simplified": "simplified Chinese (traditional input is converted to it)",
+    "neither": "neither Chinese script (input is not converted)",
+}
+
+
 def _value(value: object) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
@@ -98,21 +106,27 @@ def tokenize(
     checkpoint: CheckpointOption = None,
     json_output: JsonOption = False,
 ) -> None:
-    """Show how a checkpoint's tokenizer splits text (tokens, ids, <UNK>s)."""
+    """Show how a checkpoint's tokenizer splits text (tokens, ids, <UNK>s); text in the
+    other Chinese script is converted to the model's first, as score and generate do."""
     loaded = ckpt.load(ckpt.resolve(checkpoint))
-    tokenizer = loaded.tokenizer
+    tokenizer, converter = loaded.tokenizer, loaded.converter
     texts: Iterator[str] | list[str] = _stdin_lines() if not text or text == ["-"] else text
     terminal = ui.stdout_is_terminal() and not json_output
     console = ui.stdout_console()
     for item in texts:
-        ids = tokenizer.encode(tokenizer.normalize(item))
+        typed = tokenizer.normalize(item)
+        converted = converter.to_model(typed)
+        ids = tokenizer.encode(converted)
         pieces = [tokenizer.tokens[i] for i in ids]
-        surface = tokenizer.surface(item)
+        surface = tokenizer.surface(converted)
         if json_output:
-            ui.emit_json({"text": item, "tokens": pieces, "ids": ids, "surface": surface,
-                          "num_tokens": len(ids) + 1, "oov": sum(1 for i in ids if i == UNK_ID)})
+            ui.emit_json({"text": item, "converted": converted, "tokens": pieces, "ids": ids,
+                          "surface": surface, "num_tokens": len(ids) + 1,
+                          "oov": sum(1 for i in ids if i == UNK_ID)})
         elif terminal:
-            shown = " ".join(f"[red]{ui.escape(repr(s)[1:-1])}=<UNK>[/]" if i == UNK_ID
+            if converted != typed:
+                console.print(f"[dim]converted to {loaded.script}: {ui.escape(converted)}[/]")
+            shown = " ".join(f"[{ui.UNKNOWN_STYLE}]{ui.escape(repr(s)[1:-1])}=<UNK>[/]" if i == UNK_ID
                              else f"[cyan]{ui.escape(p)}[/]" for p, s, i in zip(pieces, surface, ids))
             console.print(f"{shown} [dim]<EOS>[/]  [dim]({len(ids) + 1} tokens)[/]")
         else:

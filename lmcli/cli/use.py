@@ -5,17 +5,19 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
+from lmcli import checkpoint as ckpt
 from lmcli import ui
 from lmcli.cli.common import (CheckpointOption, DeviceOption, EncodingOption, ErrorsOption, JsonOption,
                               SeedOption, SentenceBatchOption, app, friendly_errors, load_model)
 from lmcli.text import TextFiles, chunk_lines, iter_chunks
 from lmcli.errors import UsageError
 from lmcli.sampling import SamplingConfig, generate as generate_samples
-from lmcli.scoring import evaluate_file, score_sentences
+from lmcli.scoring import Convert, SentenceScore, evaluate_file, score_sentences
+from lmcli.tokenizers import Tokenizer
 
 
 @app.command("eval")
@@ -35,7 +37,8 @@ def eval_command(
     """Perplexity, cross-entropy and bits per token / per character over a file."""
     files = TextFiles.of([file], encoding, errors, what="text file")
     loaded, model = load_model(checkpoint, device)
-    result = evaluate_file(model, loaded.tokenizer, files, batch_size=batch_size, stream=stream)
+    result = evaluate_file(model, loaded.tokenizer, files, batch_size=batch_size, stream=stream,
+                           convert=_conversion(loaded))
     if json_output:
         ui.emit_json(result.to_dict())
         return
@@ -95,6 +98,12 @@ def generate(
 # ----------------------------------------------------------------------------- score
 
 
+def _conversion(loaded: ckpt.Checkpoint) -> Convert | None:
+    """Text typed in the other Chinese script, converted into the model's (None: no need)."""
+    converter = loaded.converter
+    return converter.to_model if converter.active else None
+
+
 def _sentences(sentences: list[str] | None, file: Path | None, encoding: str, errors: str
                ) -> Iterator[str]:
     """Sentences from arguments, a file (streamed) or stdin (``-``), one a line."""
@@ -111,6 +120,17 @@ def _sentences(sentences: list[str] | None, file: Path | None, encoding: str, er
             yield line.rstrip("\r\n")
         return
     yield from sentences
+
+
+def _score_record(result: SentenceScore, tokenizer: Tokenizer, per_token: bool) -> dict[str, Any]:
+    """What ``score`` reports of one sentence ("text" as the user typed it)."""
+    record: dict[str, Any] = {
+        "text": result.text, "logprob": result.logprob, "log10prob": result.log10prob,
+        "num_tokens": result.num_tokens, "perplexity": result.perplexity, "oov": result.oov}
+    if per_token:
+        record["tokens"] = [{"token": tokenizer.tokens[i], "logprob": lp}
+                            for i, lp in zip(result.token_ids, result.token_logprobs or [])]
+    return record
 
 
 @app.command()
@@ -137,21 +157,18 @@ def score(
     # Typing sentences at a terminal: answer each line at once instead of in groups.
     interactive = sys.stdin.isatty() and (file is not None and str(file) == "-" or sentences == ["-"])
     results = score_sentences(model, tokenizer, source, batch_size=batch_size, eos=not no_eos,
-                              per_token=per_token, group_size=1 if interactive else 4096)
+                              per_token=per_token, group_size=1 if interactive else 4096,
+                              convert=_conversion(loaded))
     terminal = ui.stdout_is_terminal() and not json_output
     table = ui.score_table(per_token, header=True) if terminal else None
     shown = 0
     for result in results:
-        record = {"text": result.text, "logprob": result.logprob, "log10prob": result.log10prob,
-                  "num_tokens": result.num_tokens, "perplexity": result.perplexity,
-                  "oov": result.oov}
-        if per_token:
-            record["tokens"] = [{"token": tokenizer.tokens[i], "logprob": lp}
-                                for i, lp in zip(result.token_ids, result.token_logprobs or [])]
+        record = _score_record(result, tokenizer, per_token)
         if json_output:
             ui.emit_json(record)
         elif table is not None:
-            ui.add_score_row(table, record)
+            surfaces = tokenizer.surface(result.scored_text or result.text) if per_token else None
+            ui.add_score_row(table, record, loaded.converter.segments(result.text), surfaces)
             shown += 1
             if shown % ui.TABLE_PAGE == 0:  # long inputs: show a page at a time
                 ui.stdout_console().print(table)
