@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import POEM_LINES, english_lines
+from conftest import POEM_LINES, english_lines, train_request
 
 from lmcli import checkpoint as ckpt
 from lmcli import novelty
@@ -16,6 +16,7 @@ from lmcli.corpus import DataConfig, encode_stream, load_corpus
 from lmcli.errors import InputError
 from lmcli.novelty import INDEX, NoveltyIndex
 from lmcli.tokenizers import EOS_ID
+from lmcli.train import resume_run, start_run
 from lmcli.vocabulary import build_tokenizer
 
 CHAR_LINES = POEM_LINES[:2] + ["一二三四五六七八九十"]
@@ -240,3 +241,26 @@ def test_an_index_from_another_corpus_is_rebuilt(tmp_path: Path) -> None:
         tmp_path / INDEX)
     assert novelty.ensure_for_run(tmp_path, data)
     assert np.array_equal(NoveltyIndex.load(tmp_path / INDEX, data.tokenizer).runs, built.runs)
+
+
+def test_training_writes_the_index_and_resuming_keeps_it(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    start_run(train_request(tmp_path, "run", max_steps=4), root=tmp_path / "ck")
+    path = run / INDEX
+    checkpoint = ckpt.load(run / ckpt.LAST)
+    tokenizer = checkpoint.tokenizer
+    index = NoveltyIndex.load(path, tokenizer, corpus_sha256=checkpoint.payload["provenance"]["corpus_sha256"])
+    assert index.train_tokens == checkpoint.payload["provenance"]["train_tokens"]
+    with pytest.raises(InputError, match="another corpus"):
+        NoveltyIndex.load(path, tokenizer, corpus_sha256="0" * 64)
+    train_lines = english_lines(200, seed=5)  # conftest.corpus_file's text
+    found = [check(index, line) for line in train_lines]
+    assert sum(c.length == 6 and c.line == line for c, line in zip(found, train_lines)) >= 150
+    assert not check(index, "moon the sees cat the .").found
+    stamp = path.stat().st_mtime_ns
+    resume_run(run, overrides={"max_steps": 6}, root=tmp_path / "ck")
+    assert path.stat().st_mtime_ns == stamp  # built from this corpus already: kept
+
+    path.unlink()  # a run from before the index
+    resume_run(run, overrides={"max_steps": 8}, root=tmp_path / "ck")
+    assert np.array_equal(NoveltyIndex.load(path, tokenizer).runs, index.runs)
