@@ -35,6 +35,7 @@ from lmcli.checkpoint import atomic_write
 from lmcli.errors import InputError
 from lmcli.tokencache import tokenizer_fingerprint
 from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
+from lmcli.units import format_count
 
 if TYPE_CHECKING:
     from lmcli.corpus import CorpusData, DataEvent
@@ -390,4 +391,4 @@ def describe(path: Path) -> str:
     if fields["skipped"]:
         return f"not built: {fields['skipped']}"
     return (f"{path.name}: {len(fields['runs']):,} runs of {fields['span']} units, "
-            f"{len(fields['lines']):,} lines, {path.stat().st_size / 1e6:.1f} MB")
+            f"{len(fields['lines']):,} lines, {format_count(path.stat().st_size)}B")

@@ -3,15 +3,19 @@ training, kept on resume, refused when it does not fit."""
 
 from __future__ import annotations
 
+import json
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import POEM_LINES, english_lines, train_request
+from typer.testing import CliRunner
 
 from lmcli import checkpoint as ckpt
 from lmcli import novelty
+from lmcli.cli import app
 from lmcli.corpus import DataConfig, encode_stream, load_corpus
 from lmcli.errors import InputError
 from lmcli.novelty import INDEX, NoveltyIndex
@@ -264,3 +268,13 @@ def test_training_writes_the_index_and_resuming_keeps_it(tmp_path: Path) -> None
     path.unlink()  # a run from before the index
     resume_run(run, overrides={"max_steps": 8}, root=tmp_path / "ck")
     assert np.array_equal(NoveltyIndex.load(path, tokenizer).runs, index.runs)
+
+
+def test_info_shows_the_index(trained_run: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["info", "-c", str(trained_run)])
+    assert result.exit_code == 0, result.output
+    assert "novelty index" in result.stdout and "runs of 6 units" in result.stdout
+    alone = tmp_path / ckpt.BEST  # a checkpoint copied out of its run folder
+    shutil.copy(trained_run / ckpt.BEST, alone)
+    summary = json.loads(CliRunner().invoke(app, ["info", "-c", str(alone), "--json"]).stdout)
+    assert summary["novelty_index"] == "none"
