@@ -13,6 +13,7 @@ A training run writes a folder::
     RUN/last.pt        the latest state, resumable
     RUN/metrics.jsonl  one JSON object per log line, validation and epoch
     RUN/config.json    the resolved configuration, for people to read
+    RUN/novelty.npz    hashes of the training text's runs and lines (lmcli.novelty)
 
 and records the folder in ``checkpoints/LATEST`` so that other commands find it.
 """

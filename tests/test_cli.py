@@ -49,6 +49,7 @@ def test_train_then_use_the_checkpoint_end_to_end(english_corpus: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (out / ckpt.BEST).exists() and (out / ckpt.LAST).exists()
     assert (out / ckpt.METRICS).exists() and (out / "config.json").exists()
+    assert (out / "novelty.npz").exists()  # what generate --novel checks samples against
     # The run is recorded, so later commands need no -c.
     assert ckpt.latest_run() == out.resolve()
     raw = torch.load(out / ckpt.BEST, weights_only=True)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from lmcli import checkpoint as ckpt
-from lmcli import ui
+from lmcli import novelty, ui
 from lmcli.cli.common import CheckpointOption, JsonOption, app, flag_of, friendly_errors
 from lmcli.train.config import stored_settings
 from lmcli.tokenizers import UNK_ID
@@ -22,7 +22,8 @@ from lmcli.units import format_count
 def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -> None:
     """What a checkpoint holds: config, vocabulary, parameters, training history."""
     loaded = ckpt.load(ckpt.resolve(checkpoint))
-    summary = {**loaded.summary(), "settings": stored_settings(loaded.payload)}
+    summary = {**loaded.summary(), "settings": stored_settings(loaded.payload),
+               "novelty_index": novelty.describe(novelty.index_for_checkpoint(loaded.path))}
     if json_output:
         ui.emit_json(summary)
         return
@@ -63,6 +64,7 @@ def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -
         ("created", f"{payload.get('created')} by lmcli {payload.get('lmcli_version')} "
                     f"(format {payload.get('format_version')})"),
         ("resumable", "yes (last.pt)" if summary["resumable"] else "no"),
+        ("novelty index", summary["novelty_index"]),
         ("most frequent", " ".join(tokenizer.tokens[2:22])),
     ]
     # A flag and its value never split across lines (a no-break space between them).

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from lmcli import checkpoint as ckpt
-from lmcli import distributed
+from lmcli import distributed, novelty
 from lmcli.corpus import CorpusData, DataConfig, DataEvent, load_corpus
 from lmcli.devices import resolve_device
 from lmcli.distributed import SINGLE, World
@@ -131,8 +131,9 @@ def _start_run(request: RunRequest, out_dir: Path, on_event: EventFn | None,
     model_config = request.model.for_vocabulary(data.tokenizer.vocab_size)
     if world.main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        for name in (ckpt.BEST, ckpt.LAST, ckpt.METRICS, ckpt.CONFIG):
+        for name in (ckpt.BEST, ckpt.LAST, ckpt.METRICS, ckpt.CONFIG, novelty.INDEX):
             (out_dir / name).unlink(missing_ok=True)
+        novelty.write_for_run(out_dir, data, on_data_event)  # what generate --novel checks against
     trainer = Trainer(data, model_config, request.train, out_dir, request.data.to_dict(), on_event=on_event,
                       should_stop=should_stop, world=world, recipe=request.recipe)
     if world.main:
@@ -196,6 +197,8 @@ def _prepare_resume(out_dir: Path, corpus: list[str] | None, given: dict[str, An
     if provenance.get("corpus_sha256") and data.scan.sha256 != provenance["corpus_sha256"]:
         raise LmcliError("the corpus has changed since this run started (its sha256 differs); "
                          "resume with the same text, or start a new run")
+    if world.main:  # a run from before lmcli wrote the index, or an index damaged or foreign
+        novelty.ensure_for_run(out_dir, data, on_data_event)
     return checkpoint, train_config, data
 
 
