@@ -23,6 +23,7 @@ import numpy as np
 
 from lmcli.errors import LmcliError, SettingError
 from lmcli.script import vocabulary_script
+from lmcli.verse import corpus_shapes
 from lmcli.settings import check, setting
 from lmcli.parallel import map_blocks, worker_count
 from lmcli.text import BytesFn, CorpusScan, TextFiles, scan
@@ -180,6 +181,12 @@ class CorpusData:
         out once, though every checkpoint records it."""
         return vocabulary_script(self.tokenizer.tokens)
 
+    @cached_property
+    def verse_shapes(self) -> list[list[object]]:
+        """The commonest verse shapes of a Chinese verse corpus (empty for others): what
+        ``generate`` writes when a poem's shape is left to the model."""
+        return corpus_shapes(self.train, self.tokenizer)
+
     def provenance(self) -> dict[str, object]:
         return {
             "corpus": [str(p) for p in self.files.paths],
@@ -190,6 +197,7 @@ class CorpusData:
             "train_tokens": int(len(self.train)),
             "valid_tokens": int(len(self.valid)) if self.valid is not None else 0,
             "script": self.script,
+            "verse_shapes": self.verse_shapes,
         }
 
 

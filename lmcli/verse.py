@@ -1,0 +1,518 @@
+"""Verse forms for the sampler: shapes, acrostics and rhymes, guaranteed by masking.
+
+A :class:`VersePlan` says what each line of a poem must look like: how many units (Chinese
+characters, or words at word level), what ends it (a punctuation mark inside a one-poem-a-
+line Chinese corpus, ``<EOS>`` at word level), which token starts it (acrostic) and which
+rhyme letter its last unit carries. :class:`VerseConstraint` follows every sample of a
+batch through its plan and gives, at each step, the tokens that keep it inside the form.
+The sampler removes the others from the logits before temperature, top-k and top-p, so
+every sample has the form by construction and the tokens left keep the model's
+probability ratios.
+
+Two layouts:
+
+- ``cjk`` (character level, a vocabulary of ideographs with ，and 。): a poem is one corpus
+  line; a verse line is a run of ideographs ended by a mark; ``<EOS>`` ends the poem.
+- ``lines`` (word level; at character level only the acrostic): a verse line is a corpus
+  line, ended by ``<EOS>``; a poem is several of them, the state carried across.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from lmcli import rhyme as rhymes
+from lmcli.errors import SettingError
+from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
+from lmcli.tunes import Tune, find_tune
+
+COMMA, STOP = "，", "。"
+CLASSICAL_SHAPES = ((5, 4), (7, 4), (5, 8), (7, 8))  # 絕句 and 律詩 in five and seven
+# The longest line a sample may write when its length is free and its end is <EOS>.
+FREE_CAP = {"word": 32, "char": 160}
+_REGULAR = re.compile(r"^(\d+)\s*[xX×*]\s*(\d+)$")
+_LENGTHS = re.compile(r"^\d+(\s*,\s*\d+)+$|^\d+$")
+_SCHEME = re.compile(r"^[A-Za-z\-]+$")
+
+
+@dataclass(frozen=True)
+class LineSpec:
+    length: int | None = None  # units; None: the model's choice
+    end: str = STOP  # the mark that ends it (cjk layout)
+    rhyme: str | None = None  # scheme letter
+    head: str | None = None  # the unit it starts with (acrostic)
+    stanza_end: bool = False  # a stanza ends after it (printing only)
+
+
+@dataclass(frozen=True)
+class Form:
+    """What the user asked for, before it meets a vocabulary."""
+
+    lines: tuple[LineSpec, ...] = ()  # empty: the number of lines is the model's choice
+    lengths: tuple[int, ...] = ()  # free-length lines: the lengths allowed
+    counts: tuple[int, ...] = ()  # free number of lines: the counts allowed
+    same_length: bool = True  # free-length lines all take the first line's length
+    level_rhymes: bool = False  # regulated verse rhymes in level-tone groups only
+    name: str = ""
+
+
+def parse_form(text: str) -> Form:
+    """``5x4``, ``7x8``, ``4,4,7,5,7`` or a tune (词牌) name."""
+    text = text.strip()
+    regular = _REGULAR.match(text)
+    if regular:
+        length, count = int(regular.group(1)), int(regular.group(2))
+        return _regular_form(length, count, name=text)
+    if _LENGTHS.match(text):
+        lengths = [int(part) for part in text.split(",")]
+        return _list_form(lengths, name=text)
+    tune = find_tune(text)
+    if tune is None:
+        raise SettingError(f"{{form}}: {text!r} is neither a shape (5x4, 7x8, 4,4,7,5,7) nor a tune "
+                           "in lmcli's table (lmcli generate --list-forms shows them)")
+    return _tune_form(tune)
+
+
+def _check_lengths(lengths: Sequence[int]) -> None:
+    if not lengths or len(lengths) > 64 or not all(1 <= n <= 64 for n in lengths):
+        raise SettingError("{form}: line lengths go from 1 to 64, and a poem has 1 to 64 lines")
+
+
+def _regular_form(length: int, count: int, name: str) -> Form:
+    _check_lengths([length] * count)
+    lines = tuple(LineSpec(length, COMMA if i % 2 == 0 and i < count - 1 else STOP,
+                           "A" if i % 2 == 1 or (i == 0 and length == 7) else None)
+                  for i in range(count))
+    return Form(lines=lines, level_rhymes=True, name=name)
+
+
+def _list_form(lengths: Sequence[int], name: str) -> Form:
+    _check_lengths(lengths)
+    count = len(lengths)
+    lines = tuple(LineSpec(n, COMMA if i % 2 == 0 and i < count - 1 else STOP, "A" if i % 2 == 1 else None)
+                  for i, n in enumerate(lengths))
+    return Form(lines=lines, name=name)
+
+
+def _tune_form(tune: Tune) -> Form:
+    lines = tuple(LineSpec(line.length, line.mark, "A" if line.rhyme else None, stanza_end=line.stanza_end)
+                  for line in tune.lines)
+    return Form(lines=lines, name=tune.name)
+
+
+def free_form(shapes: Sequence[tuple[int, int]], count: int | None = None) -> Form:
+    """The corpus's usual regular shapes ((length, lines) pairs): line 1 picks the length,
+    the others follow it; the poem ends at one of the usual counts (or after ``count``)."""
+    lengths = tuple(sorted({length for length, _ in shapes}))
+    counts = (count,) if count else tuple(sorted({lines for _, lines in shapes}))
+    return Form(lengths=lengths, counts=counts, level_rhymes=True, name="usual shapes")
+
+
+def with_scheme(form: Form, scheme: str | None) -> Form:
+    """``scheme`` (letters, one per line; ``-`` or a letter used once: no rhyme) replaces the
+    form's own rhyme positions; None keeps them."""
+    if scheme is None:
+        return form
+    letters = [None if c == "-" or scheme.upper().count(c.upper()) < 2 else c.upper() for c in scheme]
+    if form.lines:
+        if len(letters) != len(form.lines):
+            raise SettingError(f"{{rhyme}} {scheme} has {len(letters)} letters for a form of "
+                               f"{len(form.lines)} lines")
+        return replace(form, lines=tuple(replace(line, rhyme=letter) for line, letter in zip(form.lines, letters)))
+    return replace(form, lines=tuple(LineSpec(None, COMMA if i % 2 == 0 and i < len(letters) - 1 else STOP, letter)
+                                     for i, letter in enumerate(letters)))
+
+
+def with_acrostic(form: Form, heads: Sequence[str]) -> Form:
+    if form.lines:
+        if len(heads) != len(form.lines):
+            raise SettingError(f"{{acrostic}} has {len(heads)} heads for a form of {len(form.lines)} "
+                               "lines; give one per line")
+        return replace(form, lines=tuple(replace(line, head=h) for line, h in zip(form.lines, heads)))
+    count = len(heads)
+    lines = tuple(LineSpec(None, COMMA if i % 2 == 0 and i < count - 1 else STOP,
+                           "A" if i % 2 == 1 and count > 1 else None, head=h) for i, h in enumerate(heads))
+    return replace(form, lines=lines, counts=())
+
+
+def parse_rhyme(value: str | None) -> tuple[str | None, str | None] | None:
+    """``--rhyme`` as (book, scheme): ``auto`` / a book name / scheme letters / ``BOOK:SCHEME``."""
+    if value is None:
+        return None
+    book, scheme = None, None
+    for part in value.split(":"):
+        part = part.strip()
+        if part.lower() in rhymes.BOOKS:
+            book = part.lower()
+        elif part.lower() in ("", "auto", "yes"):
+            continue
+        elif _SCHEME.match(part):
+            scheme = part
+        else:
+            raise SettingError(f"{{rhyme}}: {part!r} is neither a rhyme book ({', '.join(rhymes.BOOKS)}) "
+                               "nor a scheme such as AABB or ABAB")
+    return book, scheme
+
+
+# ----------------------------------------------------------------------------- plans
+
+
+def layout_of(tokenizer: Tokenizer) -> str:
+    """``cjk`` when the vocabulary writes Chinese verse (ideographs, ，and 。), else ``lines``."""
+    if tokenizer.level == "char":
+        index = set(tokenizer.tokens)
+        ideographs = sum(1 for t in tokenizer.tokens if rhymes.is_ideograph(t))
+        if COMMA in index and STOP in index and ideographs * 2 > len(tokenizer.tokens):
+            return "cjk"
+    return "lines"
+
+
+@dataclass
+class VersePlan:
+    """A form met with a vocabulary: token ids and masks, checked before sampling."""
+
+    form: Form
+    layout: str
+    vocab_size: int
+    content: torch.Tensor  # (vocab,) bool: what may stand inside a line
+    ends: list[int]  # per line: the token that ends it
+    heads: list[int | None]  # per line: the token it must start with
+    letters: list[str | None]  # per line: rhyme letter (None: free)
+    table: torch.Tensor | None = None  # (vocab, groups) bool: token ends a line rhyming in group
+    viable: dict[str, torch.Tensor] = field(default_factory=dict)  # letter -> (groups,) bool
+    free_cap: int = 0  # the longest free-length line (lines layout)
+
+    @functools.cached_property
+    def table_f(self) -> torch.Tensor:
+        assert self.table is not None
+        return self.table.float()
+
+    @property
+    def fixed_count(self) -> int | None:
+        return len(self.form.lines) or None
+
+    def letter(self, line: int) -> str | None:
+        if self.fixed_count:
+            return self.letters[line]
+        return "A" if self.table is not None and line % 2 == 1 else None
+
+    def end_of(self, line: int) -> int:
+        if self.fixed_count:
+            return self.ends[line]
+        return self.ends[line % 2]
+
+    def max_tokens(self) -> int:
+        """The most tokens a poem of this plan can take, <EOS> included."""
+        count = self.fixed_count or max(self.form.counts)
+        longest = max([spec.length or 0 for spec in self.form.lines] + list(self.form.lengths) + [0])
+        return count * ((longest or self.free_cap) + 1) + 1
+
+    @property
+    def eos_lines(self) -> int:
+        """How many <EOS> a sample writes: one per poem (cjk), one per line (lines)."""
+        return 1 if self.layout == "cjk" else (self.fixed_count or 1)
+
+
+def compile_plan(form: Form, tokenizer: Tokenizer, rhyme: tuple[str | None, str | None] | None
+                 ) -> VersePlan:
+    """``form`` for ``tokenizer``'s vocabulary; a SettingError names what the vocabulary
+    cannot do (a head it lacks, a mark it lacks, a rhyme with too few members)."""
+    layout = layout_of(tokenizer)
+    if rhyme is not None:
+        form = with_scheme(form, rhyme[1])
+    else:
+        form = replace(form, lines=tuple(replace(line, rhyme=None) for line in form.lines))
+    _check_layout(form, tokenizer, layout, rhyme)
+    content = _content_mask(tokenizer, layout)
+    index = {token: i for i, token in enumerate(tokenizer.tokens)}
+    heads = [_head_id(line.head, index, tokenizer) for line in form.lines]
+    if layout == "cjk":
+        ends = [_mark_id(line.end, index, last=i == len(form.lines) - 1) for i, line in enumerate(form.lines)]
+        if not form.lines:
+            ends = [_mark_id(COMMA, index, False), _mark_id(STOP, index, True)]
+    else:
+        ends = [EOS_ID] * max(1, len(form.lines))
+        form = replace(form, same_length=False)
+    plan = VersePlan(form, layout, tokenizer.vocab_size, content, ends, heads,
+                     [line.rhyme for line in form.lines], free_cap=FREE_CAP.get(tokenizer.level, 0))
+    if rhyme is not None:
+        _add_rhymes(plan, tokenizer, rhyme[0])
+    return plan
+
+
+def _check_layout(form: Form, tokenizer: Tokenizer, layout: str, rhyme: object) -> None:
+    if layout == "cjk":
+        return
+    if tokenizer.level in ("bpe", "unigram"):
+        raise SettingError("{form}, {acrostic} and {rhyme} work with character-level Chinese "
+                           "verse models and word-level models, not subword ones")
+    if tokenizer.level == "char" and (rhyme is not None or any(line.length for line in form.lines)):
+        raise SettingError("{form} and {rhyme} at character level need a Chinese verse vocabulary "
+                           "(ideographs with ，and 。); for English, train a word-level model")
+    if not form.lines:
+        raise SettingError("this model's lines end with <EOS>: give the lines with {form} (word "
+                           "counts), {acrostic} or a {rhyme} scheme such as ABAB")
+
+
+def _content_mask(tokenizer: Tokenizer, layout: str) -> torch.Tensor:
+    if layout == "cjk":
+        mask = torch.tensor([rhymes.is_ideograph(t) for t in tokenizer.tokens], dtype=torch.bool)
+    else:
+        mask = torch.ones(tokenizer.vocab_size, dtype=torch.bool)
+    mask[EOS_ID] = mask[UNK_ID] = False
+    return mask
+
+
+def _head_id(head: str | None, index: dict[str, int], tokenizer: Tokenizer) -> int | None:
+    if head is None:
+        return None
+    token = tokenizer.normalize(head)
+    if token not in index or index[token] in (EOS_ID, UNK_ID):
+        raise SettingError(f"{{acrostic}}: {head!r} is not in the model's vocabulary, so no line can "
+                           "start with it")
+    return index[token]
+
+
+def _mark_id(mark: str, index: dict[str, int], last: bool) -> int:
+    """A tune's mark, or the nearest the vocabulary has (，inside, 。 at a full stop)."""
+    if mark in index:
+        return index[mark]
+    fallback = STOP if last or mark in "。？！" else COMMA
+    if fallback not in index:
+        raise SettingError(f"{{form}}: the vocabulary has neither {mark} nor {fallback} to end a line")
+    return index[fallback]
+
+
+def _add_rhymes(plan: VersePlan, tokenizer: Tokenizer, book_name: str | None) -> None:
+    name = book_name or ("pingshui" if plan.layout == "cjk" else "cmu")
+    if (name == "cmu") != (plan.layout == "lines"):
+        raise SettingError(f"{{rhyme}}: the {name} rhyme book does not fit this model's "
+                           f"{'Chinese' if plan.layout == 'cjk' else 'non-Chinese'} vocabulary")
+    book = rhymes.book(name)
+    plan.table = rhymes.group_table(book, tokenizer.tokens, plan.content,
+                                    level_only=plan.form.level_rhymes and name == "pingshui")
+    members = plan.table.sum(0)
+    letters = [plan.letter(i) for i in range(plan.fixed_count or max(plan.form.counts))]
+    for letter in set(letters) - {None}:
+        needed = letters.count(letter)
+        plan.viable[letter] = members >= needed
+        if not bool(plan.viable[letter].any()):
+            raise SettingError(f"{{rhyme}}: no {name} rhyme group has {needed} members in this "
+                               "model's vocabulary")
+
+
+# ----------------------------------------------------------------------------- decoding
+
+
+@dataclass
+class _Row:
+    line: int = 0  # lines finished
+    units: list[int] = field(default_factory=list)  # the current line's units so far
+    length: int | None = None  # chosen by the first free-length line (same_length forms)
+    groups: dict[str, torch.Tensor] = field(default_factory=dict)  # letter -> groups still open
+    used: dict[str, set[int]] = field(default_factory=dict)  # letter -> its rhyme units (never twice)
+    done: bool = False
+
+
+class VerseConstraint:
+    """Follows ``rows`` samples through ``plan``: :meth:`allowed` before each step,
+    :meth:`advance` with the tokens chosen."""
+
+    def __init__(self, plan: VersePlan, rows: int) -> None:
+        self.plan = plan
+        self.rows = [_Row() for _ in range(rows)]
+        self._all = torch.ones(plan.vocab_size, dtype=torch.bool)
+        self._cache: dict[object, torch.Tensor] = {}
+
+    def allowed(self) -> torch.Tensor:
+        """(rows, vocab) bool: the tokens each sample may take next."""
+        return torch.stack([self._allowed(row) for row in self.rows])
+
+    def advance(self, token_ids: Sequence[int]) -> None:
+        for row, token in zip(self.rows, token_ids):
+            if not row.done:
+                self._advance(row, int(token))
+
+    def feed(self, token_ids: Sequence[int]) -> int | None:
+        """Push the same tokens (a prime) through every row; the position of the first
+        token the form does not allow, or None."""
+        for position, token in enumerate(token_ids):
+            if not bool(self._allowed(self.rows[0])[token]):
+                return position
+            self.advance([token] * len(self.rows))
+        return None
+
+    # -- one row
+
+    def _line_length(self, row: _Row) -> int | None:
+        plan = self.plan
+        if plan.fixed_count and plan.form.lines[row.line].length:
+            return plan.form.lines[row.line].length
+        return row.length if plan.form.same_length else None
+
+    def _allowed(self, row: _Row) -> torch.Tensor:
+        plan = self.plan
+        if row.done:
+            return self._all
+        if plan.fixed_count is not None and row.line >= plan.fixed_count:
+            return self._only(EOS_ID)
+        mask = self._inside(row)
+        if not row.units and row.line and plan.layout == "cjk" and not plan.fixed_count:
+            counts = plan.form.counts
+            if row.line in counts:  # a usual number of lines: the poem may end here
+                mask = self._only(EOS_ID) if row.line >= max(counts) else mask | self._only(EOS_ID)
+        return mask
+
+    def _inside(self, row: _Row) -> torch.Tensor:
+        plan = self.plan
+        pos, length = len(row.units), self._line_length(row)
+        letter = plan.letter(row.line)
+        head = plan.heads[row.line] if plan.fixed_count else None
+        if length is not None:
+            if pos >= length:
+                return self._only(plan.end_of(row.line))
+            if pos == 0 and head is not None:
+                return self._only(head)
+            if pos == length - 1 and letter:
+                return self._rhymes(row, letter)
+            return plan.content
+        lengths = plan.form.lengths or range(1, plan.free_cap + 1)
+        longest = max(lengths)
+        if pos == 0 and head is not None:
+            mask = self._only(head)
+        elif pos == longest - 1 and letter:
+            mask = self._rhymes(row, letter)
+        else:
+            mask = plan.content if pos < longest else torch.zeros_like(self._all)
+        if pos in lengths and (not letter or bool(self._rhymes(row, letter)[row.units[-1]])):
+            mask = mask | self._only(plan.end_of(row.line))
+        return mask
+
+    def _rhymes(self, row: _Row, letter: str) -> torch.Tensor:
+        plan = self.plan
+        assert plan.table is not None
+        groups = row.groups.get(letter, plan.viable[letter])
+        key = (letter, groups.numpy().tobytes())
+        mask = self._cache.get(key)
+        if mask is None:  # a few distinct group sets per batch: each computed once
+            mask = self._cache[key] = (plan.table_f @ groups.float()) > 0
+        used = row.used.get(letter)
+        if used:
+            mask = mask.clone()
+            mask[list(used)] = False
+        return mask
+
+    def _only(self, token: int) -> torch.Tensor:
+        mask = self._cache.get(token)
+        if mask is None:
+            mask = self._cache[token] = torch.zeros_like(self._all)
+            mask[token] = True
+        return mask
+
+    def _advance(self, row: _Row, token: int) -> None:
+        if self.plan.layout == "cjk":
+            if token == EOS_ID:
+                row.done = True
+            elif not self.plan.content[token]:  # the mark that ends the line
+                self._end_line(row)
+            else:
+                row.units.append(token)
+        elif token == EOS_ID:
+            self._end_line(row)
+        else:
+            row.units.append(token)
+
+    def _end_line(self, row: _Row) -> None:
+        plan = self.plan
+        letter = plan.letter(row.line)
+        if letter and row.units:
+            last = row.units[-1]
+            open_groups = row.groups.get(letter, plan.viable[letter])
+            assert plan.table is not None
+            row.groups[letter] = open_groups & plan.table[last]
+            row.used.setdefault(letter, set()).add(last)
+        if row.length is None and plan.form.same_length:
+            row.length = len(row.units)
+        row.units = []
+        row.line += 1
+        if plan.layout == "lines" and row.line >= (plan.fixed_count or 1):
+            row.done = True
+
+
+_MARKS = "，。、？！；：,.;:?!"
+
+
+def verse_lines(text: str, layout: str) -> list[str]:
+    """A poem's lines for printing: after each mark (cjk), or its text lines."""
+    if layout == "cjk":
+        return [line for line in re.findall(f"[^{_MARKS}]*[{_MARKS}]+|[^{_MARKS}]+$", text) if line]
+    return text.split("\n")
+
+
+# ----------------------------------------------------------------------------- entry points
+
+
+def build_plan(tokenizer: Tokenizer, *, form: str | None = None, acrostic: str | None = None,
+               rhyme: str | None = None, shapes: Sequence[tuple[int, int]] = ()) -> VersePlan | None:
+    """The plan for ``lmcli generate``'s verse options (None when none is given). Without
+    ``form`` a Chinese verse model writes one of its corpus's usual regular ``shapes``
+    ((line length, line count) pairs; the classical four when unknown)."""
+    if form is None and acrostic is None and rhyme is None:
+        return None
+    layout = layout_of(tokenizer)
+    rhyme_spec = parse_rhyme(rhyme)
+    if form is not None:
+        chosen = parse_form(form)
+    elif layout == "cjk":
+        chosen = free_form(shapes or CLASSICAL_SHAPES)
+    else:
+        chosen = Form()
+    if acrostic is not None:
+        heads = acrostic.split() if tokenizer.level == "word" else [c for c in acrostic if not c.isspace()]
+        if not heads:
+            raise SettingError("{acrostic} is empty")
+        chosen = with_acrostic(chosen, heads)
+    return compile_plan(chosen, tokenizer, rhyme_spec)
+
+
+def corpus_shapes(train_ids: np.ndarray, tokenizer: Tokenizer, limit: int = 20_000_000, top: int = 32
+                  ) -> list[list[object]]:
+    """The commonest line shapes of a Chinese verse corpus (in its first ``limit`` tokens):
+    ``[["5,5,5,5", count], ...]``, ideographs per verse line. Empty for other corpora."""
+    if layout_of(tokenizer) != "cjk":
+        return []
+    is_unit = np.array([rhymes.is_ideograph(t) for t in tokenizer.tokens], dtype=bool)
+    is_unit[UNK_ID] = True  # a rare character is still a character of the line
+    ids = np.asarray(train_ids[:limit])
+    breaks = np.flatnonzero(~is_unit[ids])  # marks and <EOS>
+    before = np.cumsum(is_unit[ids])[breaks]
+    runs = np.diff(np.concatenate([[0], before]))  # ideographs just before each break
+    counts: dict[str, int] = {}
+    lengths: list[str] = []
+    for run, is_eos in zip(runs.tolist(), (ids[breaks] == EOS_ID).tolist()):
+        if run:
+            lengths.append(str(run))
+        if is_eos:
+            key = ",".join(lengths)
+            counts[key] = counts.get(key, 0) + 1
+            lengths = []
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    return [[shape, count] for shape, count in ranked]
+
+
+def usual_shapes(profile: Sequence[Sequence[object]], share: float = 0.01) -> list[tuple[int, int]]:
+    """The regular shapes (every line the same length) among ``profile`` that hold at least
+    ``share`` of the counted lines: (line length, line count) pairs."""
+    total = sum(int(count) for _, count in profile) or 1
+    shapes = []
+    for shape, count in profile:
+        lengths = [int(n) for n in str(shape).split(",") if n]
+        if lengths and len(set(lengths)) == 1 and int(count) >= share * total and len(lengths) > 1:
+            shapes.append((lengths[0], len(lengths)))
+    return shapes
