@@ -344,6 +344,59 @@ class NoveltyIndex:
         return self.tokenizer.decode(tokens[first:last + 1].tolist())
 
 
+class NoveltyGuard:
+    """Keeps samples from copying while they are drawn: before each step, the tokens that
+    would complete a run of ``span`` units, or a verse line, found in the training text.
+
+    A verse line only counts once it ends, but its end may be forced (a form's mark), so the
+    guard refuses the unit that would make the current stretch equal to a training line,
+    whether or not the line ends there: conservative, and never a dead end of its own."""
+
+    def __init__(self, index: NoveltyIndex, rows: int) -> None:
+        self.index = index
+        self._kinds = index._kinds
+        vocab = len(self._kinds)
+        self._codes = np.arange(1, vocab + 1, dtype=np.uint64)
+        self._units = np.flatnonzero(self._kinds == UNIT)
+        self._powers = _powers(_BASE, max(index.span, 64) + 1)
+        self._line = [[] for _ in range(rows)]  # units since the last <EOS> (or <UNK>)
+        self._segment = [[] for _ in range(rows)]  # units since the last separator
+
+    def refused(self) -> np.ndarray:
+        """(rows, vocab) bool: the tokens each sample may not take next."""
+        out = np.zeros((len(self._line), len(self._codes)), dtype=bool)
+        span = self.index.span
+        for row, (line, segment) in enumerate(zip(self._line, self._segment)):
+            if len(line) >= span - 1:
+                out[row, self._units] |= self._completes(line[-(span - 1):], self.index.runs)
+            if MIN_LINE_UNITS - 1 <= len(segment) < len(self._powers):
+                out[row, self._units] |= self._completes(segment, self.index.lines)
+        return out
+
+    def _completes(self, units: list[int], table: np.ndarray) -> np.ndarray:
+        """For each unit token x: whether ``units`` + x hashes into ``table``."""
+        codes = np.asarray(units, dtype=np.uint64) + np.uint64(1)
+        head = np.sum(codes * self._powers[:len(codes)], dtype=np.uint64)
+        hashes = head + self._codes[self._units] * self._powers[len(codes)]
+        return _member(table, hashes)
+
+    def advance(self, token_ids: list[int]) -> None:
+        for row, token in enumerate(token_ids):
+            kind = self._kinds[token]
+            if kind == UNIT:
+                self._line[row].append(token)
+                self._segment[row].append(token)
+            elif kind == SEPARATOR:
+                self._segment[row] = []
+            else:  # <EOS> or <UNK>: nothing runs across it
+                self._line[row], self._segment[row] = [], []
+
+    def feed(self, token_ids: list[int]) -> None:
+        """The same tokens (a prime) for every row."""
+        for token in token_ids:
+            self.advance([token] * len(self._line))
+
+
 # ----------------------------------------------------------------------------- run folders
 
 

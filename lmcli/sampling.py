@@ -9,13 +9,17 @@ then top-p (1.0 = off); greedy takes the most likely token.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
-from lmcli.errors import SettingError
+from lmcli import errors
+from lmcli.errors import LmcliError, SettingError
 from lmcli.model import RNNLM
 from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
+from lmcli.verse import VerseConstraint, VersePlan, verse_lines
+
+from lmcli.novelty import Copied, NoveltyGuard, NoveltyIndex
 
 
 @dataclass
@@ -47,13 +51,23 @@ class Sample:
     tokens: list[str]  # the generated tokens (prime excluded), <EOS> written as "<EOS>"
     token_ids: list[int]
     logprob: float  # natural log, under the model's own distribution (temperature 1)
+    lines: list[str] | None = None  # verse lines, when a form was asked for
+    copied: Copied | None = None  # what it shares with the training text, when checked
+
+    @property
+    def per_token(self) -> float:
+        """Mean log-probability per generated token (<EOS> included): how best-of ranks."""
+        return self.logprob / max(1, len(self.token_ids))
 
 
-def filter_logits(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
-    """Logits (batch, vocab) with <UNK> removed and the sampling filters applied;
-    removed entries are -inf."""
+def filter_logits(logits: torch.Tensor, config: SamplingConfig, allowed: torch.Tensor | None = None
+                  ) -> torch.Tensor:
+    """Logits (batch, vocab) with <UNK> removed, then whatever ``allowed`` (batch, vocab)
+    forbids, then the sampling filters applied; removed entries are -inf."""
     logits = logits.float().clone()
     logits[:, UNK_ID] = float("-inf")
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
     if config.greedy:
         return logits
     logits = logits / config.temperature
@@ -72,36 +86,67 @@ def filter_logits(logits: torch.Tensor, config: SamplingConfig) -> torch.Tensor:
     return logits
 
 
-@torch.no_grad()
-def generate(model: RNNLM, tokenizer: Tokenizer, *, prime: str = "", num_samples: int = 1,
-             config: SamplingConfig | None = None, seed: int | None = None) -> list[Sample]:
-    """Sample ``num_samples`` texts together as one batch."""
-    config = (config or SamplingConfig()).validate()
-    if num_samples < 1:
-        raise SettingError(f"{{num_samples}} must be at least 1, got {num_samples}")
+def sample_rows(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One index per row of ``probs`` (rows, vocab), drawn with those probabilities, by
+    inverting the cumulative distribution (in float64, so the bins are exact). Several
+    times faster than ``torch.multinomial`` on a CPU for wide rows; a token of probability
+    zero has an empty bin and is never drawn."""
+    cdf = probs.double().cumsum(-1)
+    u = torch.rand((probs.shape[0], 1), dtype=torch.float64, generator=generator, device=probs.device)
+    picked = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)[:, 0]
+    return picked.clamp_(max=probs.shape[1] - 1)
+
+
+@dataclass
+class _Start:
+    """The state after the context and the prime, shared by every row drawn from it."""
+
+    logits: torch.Tensor  # (vocab,)
+    state: tuple[torch.Tensor, ...]
+    prime_text: str
+    prime_ids: list[int]
+
+    def rows(self, count: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        logits = self.logits[None].expand(count, -1)
+        return logits, tuple(s.expand(-1, count, -1).contiguous() for s in self.state)
+
+
+def _start(model: RNNLM, tokenizer: Tokenizer, prime: str, context: str) -> _Start:
     device = model.embedding.weight.device
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else torch.seed())
-    model.eval()
-
     prime_text = tokenizer.normalize(prime) if prime else ""
-    context = [EOS_ID] + (tokenizer.encode(prime_text) if prime_text else [])
-    inputs = torch.tensor([context], dtype=torch.long, device=device)
-    logits, state = model(inputs)  # prime once, then share the state across the batch
-    logits = logits[:, -1].expand(num_samples, -1)
-    state = tuple(s.expand(-1, num_samples, -1).contiguous() for s in state)
+    prime_ids = tokenizer.encode(prime_text) if prime_text else []
+    # The context is a line of its own before the sample: read, never printed.
+    context_text = tokenizer.normalize(context) if context else ""
+    before = [EOS_ID] + (tokenizer.encode(context_text) + [EOS_ID] if context_text else [])
+    inputs = torch.tensor([before + prime_ids], dtype=torch.long, device=device)
+    logits, state = model(inputs)
+    return _Start(logits[0, -1], state, prime_text, prime_ids)
 
-    generated = torch.zeros((num_samples, config.max_tokens), dtype=torch.long, device=device)
-    logprob = torch.zeros(num_samples, dtype=torch.float64, device=device)
-    lines_done = torch.zeros(num_samples, dtype=torch.long, device=device)
-    finished = torch.zeros(num_samples, dtype=torch.bool, device=device)
-    length = torch.zeros(num_samples, dtype=torch.long, device=device)
+
+@torch.no_grad()
+def _draw(model: RNNLM, start: _Start, rows: int, config: SamplingConfig, generator: torch.Generator,
+          constraint: VerseConstraint | None, guard: NoveltyGuard | None = None
+          ) -> list[tuple[list[int], float]]:
+    """``rows`` samples as one batch: (token ids, model logprob) each. ``constraint`` and
+    ``guard`` say which tokens each row may take next."""
+    device = start.logits.device
+    logits, state = start.rows(rows)
+    generated = torch.zeros((rows, config.max_tokens), dtype=torch.long, device=device)
+    logprob = torch.zeros(rows, dtype=torch.float64, device=device)
+    lines_done = torch.zeros(rows, dtype=torch.long, device=device)
+    finished = torch.zeros(rows, dtype=torch.bool, device=device)
+    length = torch.zeros(rows, dtype=torch.long, device=device)
     for t in range(config.max_tokens):
-        filtered = filter_logits(logits, config)
+        filtered = filter_logits(logits, config, _allowed(constraint, guard))
         if config.greedy:
             next_ids = filtered.argmax(dim=-1)
         else:
-            next_ids = torch.multinomial(torch.softmax(filtered, dim=-1), 1, generator=generator)[:, 0]
+            next_ids = sample_rows(torch.softmax(filtered, dim=-1), generator)
+        if constraint is not None or guard is not None:
+            chosen = next_ids.tolist()
+            for follower in (constraint, guard):
+                if follower is not None:
+                    follower.advance(chosen)
         model_logprobs = torch.log_softmax(logits.float(), dim=-1)
         step_logprob = model_logprobs.gather(1, next_ids[:, None])[:, 0].double()
         active = ~finished
@@ -114,12 +159,94 @@ def generate(model: RNNLM, tokenizer: Tokenizer, *, prime: str = "", num_samples
             break
         logits, state = model(next_ids[:, None], state)
         logits = logits[:, -1]
+    return [(row[:n], float(lp)) for row, n, lp in zip(generated.tolist(), length.tolist(), logprob.tolist())]
 
-    samples = []
-    for row, n, lp in zip(generated.tolist(), length.tolist(), logprob.tolist()):
-        ids = row[:n]
-        body = ids[:-1] if ids and ids[-1] == EOS_ID else ids
-        text = prime_text + tokenizer.continuation(prime_text, body)
-        samples.append(Sample(text=text, tokens=[tokenizer.tokens[i] for i in ids], token_ids=ids,
-                              logprob=float(lp)))
-    return samples
+
+def _allowed(constraint: VerseConstraint | None, guard: NoveltyGuard | None) -> torch.Tensor | None:
+    allowed = constraint.allowed() if constraint is not None else None
+    if guard is None:
+        return allowed
+    novel = torch.from_numpy(~guard.refused())
+    if allowed is None:
+        return novel
+    both = allowed & novel
+    stuck = ~both.any(1)  # every token the form allows copies: let the check refuse it later
+    return torch.where(stuck[:, None], allowed, both)
+
+
+def _sample(tokenizer: Tokenizer, start: _Start, ids: list[int], logprob: float) -> Sample:
+    body = ids[:-1] if ids and ids[-1] == EOS_ID else ids
+    text = start.prime_text + tokenizer.continuation(start.prime_text, body)
+    return Sample(text=text, tokens=[tokenizer.tokens[i] for i in ids], token_ids=ids, logprob=logprob)
+
+
+@torch.no_grad()
+def generate(model: RNNLM, tokenizer: Tokenizer, *, prime: str = "", num_samples: int = 1,
+             config: SamplingConfig | None = None, seed: int | None = None, context: str = "",
+             plan: VersePlan | None = None, best_of: int = 1, novelty: NoveltyIndex | None = None,
+             max_rounds: int = 8) -> list[Sample]:
+    """Sample ``num_samples`` texts. Each is the best (per token, by the model's own
+    log-probability) of ``best_of`` candidates drawn together as one batch; with a verse
+    ``plan`` every candidate has its form; with a ``novelty`` index a candidate that copies
+    the training text is refused and more are drawn (``max_rounds`` batches at most)."""
+    config = (config or SamplingConfig()).validate()
+    if num_samples < 1:
+        raise SettingError(f"{{num_samples}} must be at least 1, got {num_samples}")
+    if best_of < 1:
+        raise SettingError(f"{{best_of}} must be at least 1, got {best_of}")
+    device = model.embedding.weight.device
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else torch.seed())
+    model.eval()
+    start = _start(model, tokenizer, prime, context)
+    if plan is not None:
+        config = replace(config, max_tokens=plan.max_tokens(), lines=plan.eos_lines)
+        _check_prime(plan, start.prime_ids, tokenizer)
+    chosen: list[Sample | None] = [None] * num_samples
+    per_round = best_of
+    for _ in range(max_rounds):
+        pending = [i for i, s in enumerate(chosen) if s is None]
+        if not pending:
+            break
+        rows = len(pending) * per_round
+        guard = None
+        if novelty is not None:
+            guard = NoveltyGuard(novelty, rows)
+            guard.feed(start.prime_ids)
+        drawn = _draw(model, start, rows, config, generator, _constraint(plan, start, rows), guard)
+        for slot, index in enumerate(pending):
+            candidates = [_finish(tokenizer, start, ids, lp, plan, novelty)
+                          for ids, lp in drawn[slot * per_round:(slot + 1) * per_round]]
+            good = [c for c in candidates if novelty is None or not c.copied.found]
+            if good:
+                chosen[index] = max(good, key=lambda c: c.per_token)
+    if any(s is None for s in chosen):
+        raise LmcliError(f"no candidate of the {max_rounds * per_round} drawn for a sample avoided copying "
+                         "the training text; raise --temperature or --best-of, or leave out --novel")
+    return [s for s in chosen if s is not None]
+
+
+def _constraint(plan: VersePlan | None, start: _Start, rows: int) -> VerseConstraint | None:
+    if plan is None:
+        return None
+    constraint = VerseConstraint(plan, rows)
+    constraint.feed(start.prime_ids)
+    return constraint
+
+
+def _check_prime(plan: VersePlan, prime_ids: list[int], tokenizer: Tokenizer) -> None:
+    position = VerseConstraint(plan, 1).feed(prime_ids)
+    if position is not None:
+        token = tokenizer.tokens[prime_ids[position]]
+        raise SettingError(f"{{prime}} does not fit the form: {errors.escape(token)!r} (token "
+                           f"{position + 1}) cannot stand there")
+
+
+def _finish(tokenizer: Tokenizer, start: _Start, ids: list[int], logprob: float, plan: VersePlan | None,
+            novelty: NoveltyIndex | None) -> Sample:
+    sample = _sample(tokenizer, start, ids, logprob)
+    if plan is not None:
+        sample.lines = verse_lines(sample.text, plan.layout)
+    if novelty is not None:
+        sample.copied = novelty.check(start.prime_ids + ids)
+    return sample

@@ -50,6 +50,11 @@ def warn(message: str) -> None:
     stderr_console().print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
 
 
+def note(message: str) -> None:
+    """A remark for the person watching, dim, on stderr (stdout stays data)."""
+    stderr_console().print(f"[dim]{escape(message)}[/]", soft_wrap=True)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)

@@ -1,4 +1,4 @@
-"""``lmcli eval``, ``lmcli generate`` and ``lmcli score``: a checkpoint put to work."""
+"""``lmcli eval`` and ``lmcli score``: a checkpoint put to work on text."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import typer
 from lmcli import checkpoint as ckpt
 from lmcli import ui
 from lmcli.cli.common import (CheckpointOption, DeviceOption, EncodingOption, ErrorsOption, JsonOption,
-                              SeedOption, SentenceBatchOption, app, friendly_errors, load_model)
+                              SentenceBatchOption, app, friendly_errors, load_model)
 from lmcli.text import TextFiles, chunk_lines, iter_chunks
 from lmcli.errors import UsageError
-from lmcli.sampling import SamplingConfig, generate as generate_samples
 from lmcli.scoring import Convert, SentenceScore, evaluate_file, score_sentences
 from lmcli.tokenizers import Tokenizer
 
@@ -57,42 +56,6 @@ def eval_command(
     else:
         for key, value in rows:
             print(f"{key}\t{value}")
-
-
-# ----------------------------------------------------------------------------- generate
-
-
-@app.command()
-@friendly_errors
-def generate(
-    checkpoint: CheckpointOption = None,
-    prime: Annotated[str, typer.Option(help="Text to start from (continued, and printed first).")] = "",
-    num_samples: Annotated[int, typer.Option("--num-samples", "-n", help="Samples, drawn together as one batch.")] = 1,
-    max_tokens: Annotated[int, typer.Option(help="Most tokens to generate per sample.")] = 500,
-    lines: Annotated[int, typer.Option(help="Go on past <EOS> until this many lines are written, "
-                                       "keeping the state (a quatrain: --lines 4).")] = 1,
-    temperature: Annotated[float, typer.Option(help="Below 1: safer; above 1: wilder.")] = 1.0,
-    top_k: Annotated[int, typer.Option(help="Sample among the k most likely tokens (0 = off).")] = 0,
-    top_p: Annotated[float, typer.Option(help="Sample among the most likely tokens holding this "
-                                         "much probability (1.0 = off).")] = 1.0,
-    greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")] = False,
-    seed: SeedOption = None,
-    device: DeviceOption = "auto",
-    json_output: JsonOption = False,
-) -> None:
-    """Write new text from a checkpoint; it never writes <UNK>."""
-    config = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
-                            max_tokens=max_tokens, lines=lines).validate()
-    loaded, model = load_model(checkpoint, device)
-    samples = generate_samples(model, loaded.tokenizer, prime=prime, num_samples=num_samples,
-                               config=config, seed=seed)
-    for index, item in enumerate(samples):
-        if json_output:
-            ui.emit_json({"text": item.text, "tokens": item.tokens, "logprob": item.logprob})
-        else:
-            if index:
-                print()
-            print(item.text)
 
 
 # ----------------------------------------------------------------------------- score
