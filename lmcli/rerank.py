@@ -19,7 +19,7 @@ import numpy as np
 from lmcli.errors import LmcliError
 from lmcli.model import RNNLM
 from lmcli.nbest import Hypothesis, NbestSource, Utterance, read_nbest  # noqa: F401  (rescoring's inputs)
-from lmcli.scoring import score_sentences
+from lmcli.scoring import Convert, score_sentences
 from lmcli.tokenizers import Tokenizer
 
 
@@ -42,12 +42,13 @@ class ScoringStats:
 
 
 def attach_lm_scores(utterances: list[Utterance], model: RNNLM, tokenizer: Tokenizer, *,
-                     batch_size: int = 128) -> ScoringStats:
+                     batch_size: int = 128, convert: Convert | None = None) -> ScoringStats:
     """Score every distinct hypothesis text once, in large length-sorted batches, with the
-    checkpoint's own tokenization; the same numbers ``lmcli score`` gives."""
+    checkpoint's own tokenization; the same numbers ``lmcli score`` gives (``convert``: into
+    the model's Chinese script, as score does)."""
     texts = list(dict.fromkeys(h.text for u in utterances for h in u.hyps))
-    logprobs = {text: result.logprob for text, result in
-                zip(texts, score_sentences(model, tokenizer, texts, batch_size=batch_size))}
+    scores = score_sentences(model, tokenizer, texts, batch_size=batch_size, convert=convert)
+    logprobs = {text: result.logprob for text, result in zip(texts, scores)}
     count = 0
     for utterance in utterances:
         for hyp in utterance.hyps:

@@ -84,7 +84,8 @@ def rerank(
            if tune is not None else [])
     loaded, model = load_model(checkpoint, device)
     started = time.perf_counter()
-    stats = rr.attach_lm_scores(test + dev, model, loaded.tokenizer, batch_size=batch_size)
+    stats = rr.attach_lm_scores(test + dev, model, loaded.tokenizer, batch_size=batch_size,
+                                convert=loaded.converter.to_model if loaded.converter.active else None)
     seconds = time.perf_counter() - started
     tuned = None
     if dev:
