@@ -23,7 +23,7 @@ import numpy as np
 
 from lmcli.errors import LmcliError, SettingError
 from lmcli.script import vocabulary_script
-from lmcli.verse import corpus_shapes
+from lmcli.forms import corpus_shapes
 from lmcli.settings import check, setting
 from lmcli.parallel import map_blocks, worker_count
 from lmcli.text import BytesFn, CorpusScan, TextFiles, scan

@@ -15,7 +15,8 @@ from lmcli import script as scripts
 from lmcli.model import RNNLM
 from lmcli.novelty import NoveltyIndex, index_for_checkpoint
 from lmcli.sampling import Sample, SamplingConfig, generate
-from lmcli.verse import build_plan, usual_shapes
+from lmcli.forms import usual_shapes
+from lmcli.verse import build_plan
 
 
 @dataclass

@@ -70,6 +70,19 @@ def test_plain_text_prints_one_verse_line_a_line(tang_run: Path) -> None:
     assert len(blocks) == 2 and all(len(block.split("\n")) == 4 for block in blocks)
 
 
+def test_auto_form_is_one_of_the_corpus_shapes(tang_run: Path) -> None:
+    for sample in _generate(tang_run, "--form", "auto", "-n", "30"):
+        lengths = {len(re.sub("[，。]", "", line)) for line in sample["lines"]}
+        assert (lengths.pop(), len(sample["lines"])) in {(5, 4), (7, 4), (5, 8), (7, 8)} and not lengths
+
+
+def test_form_list_shows_the_tunes() -> None:
+    result = runner.invoke(app, ["generate", "--form", "list"])
+    assert result.exit_code == 0
+    rows = result.stdout.splitlines()
+    assert any(row.startswith("浣溪沙") and "7。*" in row for row in rows) and len(rows) > 150
+
+
 def test_traditional_output_on_request(tang_run: Path) -> None:
     samples = _generate(tang_run, "--form", "5x4", "--acrostic", "风雨东来", "--script", "traditional")
     assert [line[0] for line in samples[0]["lines"]] == list("風雨東來")

@@ -21,7 +21,8 @@ from lmcli.model import ModelConfig, RNNLM
 from lmcli.sampling import SamplingConfig, filter_logits, generate
 from lmcli.tokenizers import EOS_ID, UNK_ID, CharTokenizer, WordTokenizer
 from lmcli.tunes import find_tune
-from lmcli.verse import VerseConstraint, build_plan, corpus_shapes, usual_shapes, verse_lines
+from lmcli.forms import corpus_shapes, usual_shapes
+from lmcli.verse import VerseConstraint, build_plan, verse_lines
 
 TANG = Path(__file__).resolve().parent.parent / "corpora" / "tang_poems.txt"
 

@@ -55,7 +55,8 @@ def generate(
     greedy: Annotated[bool, typer.Option("--greedy", help="Always take the most likely token.")] = False,
     form: Annotated[str | None, typer.Option(
         help="Verse form: 5x4, 7x4, 5x8, 7x8 (characters x lines), a list of line lengths such as "
-             "4,4,7,5,7 (words at word level), or a tune (词牌) such as 浣溪沙; 'list' shows the tunes.",
+             "4,4,7,5,7 (words at word level), a tune (词牌) such as 浣溪沙, or auto (one of the corpus's "
+             "usual shapes); 'list' shows the tunes.",
         rich_help_panel=_VERSE, show_default=False)] = None,
     acrostic: Annotated[str | None, typer.Option(
         help="Line i starts with the i-th character of TEXT (the i-th word at word level).",

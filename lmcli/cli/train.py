@@ -22,7 +22,8 @@ from lmcli.cli.common import app, flag_of, friendly_errors
 from lmcli.distributed import env_world, launched
 from lmcli.errors import LmcliError
 from lmcli.recipes import RECIPE_BUDGETS, RECIPE_NAMES, RECIPES, make_request
-from lmcli.sampling import SamplingConfig, generate as generate_samples
+from lmcli.poems import PoemRequest, write
+from lmcli.sampling import SamplingConfig
 from lmcli.settings import Setting, default_text
 from lmcli.train import resume_run, start_run
 from lmcli.train.config import all_settings
@@ -202,10 +203,12 @@ def _announcement(corpus: list[str] | None, request: Any) -> str:
 
 
 def _show_training_samples(best: Path, display: ui.TrainDisplay) -> None:
+    """Three samples; a Chinese verse corpus's in one of its usual shapes."""
     checkpoint = ckpt.load(best)
     model = checkpoint.build_model("cpu")
-    samples = generate_samples(model, checkpoint.tokenizer, num_samples=3,
-                               config=SamplingConfig(temperature=0.8, max_tokens=300), seed=0)
+    request = PoemRequest(num_samples=3, form="auto", seed=0,
+                          sampling=SamplingConfig(temperature=0.8, max_tokens=300))
+    samples = write(checkpoint, model, request).samples
     console = display.console
     console.print("[bold]samples[/] (temperature 0.8):")
     for s in samples:
