@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from lmcli import checkpoint as ckpt
 from lmcli import script as scripts
+from lmcli.errors import InputError
 from lmcli.model import RNNLM
 from lmcli.novelty import NoveltyIndex, index_for_checkpoint
 from lmcli.sampling import Sample, SamplingConfig, generate
@@ -27,6 +28,7 @@ class PoemRequest:
     form: str | None = None
     acrostic: str | None = None
     rhyme: str | None = None
+    tones: bool = False
     best_of: int = 1
     novel: bool = False
     script: str = "auto"  # auto (as typed), simplified, traditional, model
@@ -51,14 +53,16 @@ def write(loaded: ckpt.Checkpoint, model: RNNLM, request: PoemRequest) -> Writte
     if request.acrostic is not None:
         acrostic = scripts.prepare_user_text(request.acrostic, converter, what="acrostic", required=True).text
     shapes = usual_shapes(loaded.payload.get("provenance", {}).get("verse_shapes") or [])
-    plan = build_plan(tokenizer, form=request.form, acrostic=acrostic, rhyme=request.rhyme, shapes=shapes)
-    novelty = None
-    if request.novel:
-        novelty = NoveltyIndex.load(index_for_checkpoint(loaded.path), tokenizer,
-                                    corpus_sha256=loaded.payload.get("provenance", {}).get("corpus_sha256"))
+    plan = build_plan(tokenizer, form=request.form, acrostic=acrostic, rhyme=request.rhyme,
+                      tones=request.tones, shapes=shapes)
+    index = _index(loaded, required=request.novel)
     samples = generate(model, tokenizer, prime=prime, context=context, num_samples=request.num_samples,
                        config=request.sampling, seed=request.seed, plan=plan, best_of=request.best_of,
-                       novelty=novelty)
+                       novelty=index if request.novel else None)
+    if index is not None and not request.novel:  # not asked to avoid copies, but told of them
+        prime_ids = tokenizer.encode(tokenizer.normalize(prime)) if prime else []
+        for sample in samples:
+            sample.copied = index.check(prime_ids + sample.token_ids)
     typed = [t for t in (request.prime, request.context, request.acrostic or "") if t]
     shown = scripts.choose_display_script(request.script, typed, loaded.script)
     for sample in samples:
@@ -66,6 +70,17 @@ def write(loaded: ckpt.Checkpoint, model: RNNLM, request: PoemRequest) -> Writte
         if sample.lines is not None:
             sample.lines = [converter.to_script(line, shown) for line in sample.lines]
     return Written(samples, warnings, shown)
+
+
+def _index(loaded: ckpt.Checkpoint, required: bool) -> NoveltyIndex | None:
+    """The run's novelty index: required for --novel, else used where it is there."""
+    sha = (loaded.payload.get("provenance") or {}).get("corpus_sha256")
+    try:
+        return NoveltyIndex.load(index_for_checkpoint(loaded.path), loaded.tokenizer, corpus_sha256=sha)
+    except InputError:
+        if required:
+            raise
+        return None
 
 
 def _readable(converter: scripts.ScriptConverter, text: str, what: str, warnings: list[str]) -> str:

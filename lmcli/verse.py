@@ -53,6 +53,7 @@ class VersePlan:
     table: torch.Tensor | None = None  # (vocab, groups) bool: token ends a line rhyming in group
     viable: dict[str, torch.Tensor] = field(default_factory=dict)  # letter -> (groups,) bool
     free_cap: int = 0  # the longest free-length line (lines layout)
+    tones: Tones | None = None  # level/oblique pattern of regulated verse
 
     @functools.cached_property
     def table_f(self) -> torch.Tensor:
@@ -85,14 +86,15 @@ class VersePlan:
         return 1 if self.layout == "cjk" else (self.fixed_count or 1)
 
 
-def compile_plan(form: Form, tokenizer: Tokenizer, rhyme: tuple[str | None, str | None] | None
-                 ) -> VersePlan:
+def compile_plan(form: Form, tokenizer: Tokenizer, rhyme: tuple[str | None, str | None] | None,
+                 tones: bool = False) -> VersePlan:
     """``form`` for ``tokenizer``'s vocabulary; a SettingError names what the vocabulary
     cannot do (a head it lacks, a mark it lacks, a rhyme with too few members)."""
     layout = layout_of(tokenizer)
     if rhyme is not None:
         form = with_scheme(form, rhyme[1])
-    else:
+    rhymed = [line.rhyme is not None for line in form.lines]  # end level, with --tones
+    if rhyme is None:
         form = replace(form, lines=tuple(replace(line, rhyme=None) for line in form.lines))
     _check_layout(form, tokenizer, layout, rhyme)
     content = _content_mask(tokenizer, layout)
@@ -109,6 +111,8 @@ def compile_plan(form: Form, tokenizer: Tokenizer, rhyme: tuple[str | None, str 
                      [line.rhyme for line in form.lines], free_cap=FREE_CAP.get(tokenizer.level, 0))
     if rhyme is not None:
         _add_rhymes(plan, tokenizer, rhyme[0])
+    if tones:
+        _add_tones(plan, tokenizer, rhymed)
     return plan
 
 
@@ -173,6 +177,54 @@ def _add_rhymes(plan: VersePlan, tokenizer: Tokenizer, book_name: str | None) ->
                                "model's vocabulary")
 
 
+# ----------------------------------------------------------------------------- tones
+
+
+@dataclass
+class Tones:
+    """The level (平) and oblique (仄) pattern of regulated verse, by the Pingshui table.
+
+    Line i's second character sets its pattern: level or oblique there, the opposite at the
+    fourth, the same again at the sixth; the last character is level where the line rhymes,
+    oblique where it does not (the first, third and fifth are free: 一三五不論). Lines pair
+    up (對: the second of a couplet is the opposite of the first) and stick together (粘:
+    a couplet's first line follows the line before it), so line i is like line 1 when
+    i mod 4 is 0 or 3 and opposite otherwise; line 1's second character, the model's
+    choice, decides (平起 or 仄起)."""
+
+    level: torch.Tensor  # (vocab,) bool: can be read in a level tone
+    oblique: torch.Tensor  # (vocab,) bool: can be read in an oblique tone
+    rhymed: list[bool]  # per line: it rhymes, so it ends level
+
+    def second_tone(self, token: int) -> bool:
+        return bool(self.level[token])
+
+    def allowed(self, row: _Row, pos: int, length: int) -> torch.Tensor | bool:
+        if pos == length - 1:
+            return self.level if self.rhymed[row.line] else self.oblique
+        if pos not in (1, 3, 5) or (pos == 5 and length != 7):
+            return True
+        tone = row.tone if row.line else (self.second_tone(row.units[1]) if pos > 1 else None)
+        if tone is None:  # line 1's second character: one reading only, so it decides
+            return self.level ^ self.oblique
+        line_level = tone if row.line % 4 in (0, 3) else not tone
+        wants_level = line_level if pos in (1, 5) else not line_level
+        return self.level if wants_level else self.oblique
+
+
+def _add_tones(plan: VersePlan, tokenizer: Tokenizer, rhymed: list[bool]) -> None:
+    lengths = {line.length for line in plan.form.lines}
+    if plan.layout != "cjk" or not plan.fixed_count or not (lengths == {5} or lengths == {7}):
+        raise SettingError("{tones} needs a regulated form of Chinese verse: {form} 5x4, 7x4, 5x8 or 7x8")
+    book = rhymes.pingshui()
+    level = torch.zeros(plan.vocab_size, dtype=torch.bool)
+    oblique = torch.zeros(plan.vocab_size, dtype=torch.bool)
+    for token_id in plan.content.nonzero()[:, 0].tolist():
+        for group in book.groups_of(tokenizer.tokens[token_id]):
+            (level if book.level[group] else oblique)[token_id] = True
+    plan.tones = Tones(level, oblique, rhymed)
+
+
 # ----------------------------------------------------------------------------- decoding
 
 
@@ -183,6 +235,7 @@ class _Row:
     length: int | None = None  # chosen by the first free-length line (same_length forms)
     groups: dict[str, torch.Tensor] = field(default_factory=dict)  # letter -> groups still open
     used: dict[str, set[int]] = field(default_factory=dict)  # letter -> its rhyme units (never twice)
+    tone: bool | None = None  # whether line 1's second character is level (平起), once known
     done: bool = False
 
 
@@ -245,9 +298,10 @@ class VerseConstraint:
                 return self._only(plan.end_of(row.line))
             if pos == 0 and head is not None:
                 return self._only(head)
-            if pos == length - 1 and letter:
-                return self._rhymes(row, letter)
-            return plan.content
+            mask = self._rhymes(row, letter) if pos == length - 1 and letter else plan.content
+            if plan.tones is not None:
+                mask = mask & plan.tones.allowed(row, pos, length)
+            return mask
         lengths = plan.form.lengths or range(1, plan.free_cap + 1)
         longest = max(lengths)
         if pos == 0 and head is not None:
@@ -296,6 +350,8 @@ class VerseConstraint:
 
     def _end_line(self, row: _Row) -> None:
         plan = self.plan
+        if plan.tones is not None and row.line == 0:
+            row.tone = plan.tones.second_tone(row.units[1])
         letter = plan.letter(row.line)
         if letter and row.units:
             last = row.units[-1]
@@ -325,12 +381,13 @@ def verse_lines(text: str, layout: str) -> list[str]:
 
 
 def build_plan(tokenizer: Tokenizer, *, form: str | None = None, acrostic: str | None = None,
-               rhyme: str | None = None, shapes: Sequence[tuple[int, int]] = ()) -> VersePlan | None:
+               rhyme: str | None = None, tones: bool = False, shapes: Sequence[tuple[int, int]] = ()
+               ) -> VersePlan | None:
     """The plan for ``lmcli generate``'s verse options (None when none is given). Without
     ``form``, or with ``auto``, a Chinese verse model writes one of its corpus's usual
     regular ``shapes`` ((line length, line count) pairs; the classical four when unknown);
     ``auto`` alone asks nothing of other models."""
-    if form is None and acrostic is None and rhyme is None:
+    if form is None and acrostic is None and rhyme is None and not tones:
         return None
     layout = layout_of(tokenizer)
     rhyme_spec = parse_rhyme(rhyme)
@@ -347,6 +404,6 @@ def build_plan(tokenizer: Tokenizer, *, form: str | None = None, acrostic: str |
         if not heads:
             raise SettingError("{acrostic} is empty")
         chosen = with_acrostic(chosen, heads)
-    return compile_plan(chosen, tokenizer, rhyme_spec)
+    return compile_plan(chosen, tokenizer, rhyme_spec, tones)
 
 

@@ -247,3 +247,37 @@ def test_every_sample_fits_the_tune(tang, tune: str) -> None:
         assert [mark for _, mark in pairs] == marks
         assert _share_group(book, [pairs[i][0][-1] for i in rhymed]), sample.text
     assert len(set(lengths)) > 1 or tune == "浣溪沙"
+
+
+def _tone(char: str, book: rhyme.RhymeBook) -> set[str]:
+    return {"level" if book.level[g] else "oblique" for g in book.groups_of(char)}
+
+
+@pytest.mark.parametrize("form, rhyme_option", [("5x8", None), ("7x4", "auto"), ("5x4", "auto")])
+def test_tones_follow_the_regulated_pattern(tang, form: str, rhyme_option: str | None) -> None:
+    """Written from the rules, apart from the code: 2nd/4th/6th characters alternate within
+    a line, couplets oppose, couplets stick; rhyme lines end level, the others oblique."""
+    book = rhyme.pingshui()
+    length = int(form[0])
+    rhymed = [i % 2 == 1 or (i == 0 and length == 7) for i in range(int(form[2]))]
+    starts = set()
+    for sample in _poems(tang, form=form, rhyme=rhyme_option, tones=True):
+        bodies = [body for body, _ in _lines(sample)]
+        first = _tone(bodies[0][1], book)
+        assert len(first) == 1
+        level = first == {"level"}
+        starts.add(level)
+        for i, body in enumerate(bodies):
+            line_level = level if i % 4 in (0, 3) else not level
+            wants = {1: line_level, 3: not line_level, 5: line_level}
+            for pos, want_level in wants.items():
+                if pos < length - 1:
+                    assert ("level" if want_level else "oblique") in _tone(body[pos], book), (sample.text, i, pos)
+            assert ("level" if rhymed[i] else "oblique") in _tone(body[-1], book), (sample.text, i)
+    assert starts == {True, False}  # both 平起 and 仄起 occur: the model chooses
+
+
+def test_tones_need_a_regulated_form(tang) -> None:
+    tokenizer, _, _ = tang
+    with pytest.raises(SettingError, match="regulated form"):
+        build_plan(tokenizer, form="4,4,7,5,7", tones=True)

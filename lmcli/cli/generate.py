@@ -66,6 +66,9 @@ def generate(
              "Optional value: pingshui (classical, default for Chinese), pinyin (modern finals), cmu "
              "(English, default at word level), or a scheme such as AABB or ABAB, or BOOK:SCHEME.",
         metavar="[BOOK|SCHEME]", rich_help_panel=_VERSE, show_default=False)] = None,
+    tones: Annotated[bool, typer.Option("--tones", help="Regulated verse's level/oblique (平仄) pattern, "
+                                        "by the Pingshui table (forms 5x4, 7x4, 5x8, 7x8).",
+                                        rich_help_panel=_VERSE)] = False,
     context: Annotated[str, typer.Option(help="Text read before the poem (a mood, a theme) and not "
                                          "printed.", rich_help_panel=_VERSE)] = "",
     best_of: Annotated[int, typer.Option(help="Draw N candidates per sample (one batch) and keep the one "
@@ -88,7 +91,8 @@ def generate(
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                               max_tokens=max_tokens, lines=lines).validate()
     request = PoemRequest(prime=prime, context=context, num_samples=num_samples, form=form, acrostic=acrostic,
-                          rhyme=rhyme, best_of=best_of, novel=novel, script=script, sampling=sampling, seed=seed)
+                          rhyme=rhyme, tones=tones, best_of=best_of, novel=novel, script=script,
+                          sampling=sampling, seed=seed)
     loaded, model = load_model(checkpoint, device)
     written = write(loaded, model, request)
     for warning in written.warnings:
