@@ -43,6 +43,7 @@ class Form:
     lines: tuple[LineSpec, ...] = ()  # empty: the number of lines is the model's choice
     lengths: tuple[int, ...] = ()  # free-length lines: the lengths allowed
     counts: tuple[int, ...] = ()  # free number of lines: the counts allowed
+    shapes: tuple[tuple[int, int], ...] = ()  # free shape: the (length, count) pairs allowed
     same_length: bool = True  # free-length lines all take the first line's length
     level_rhymes: bool = False  # regulated verse rhymes in level-tone groups only
     name: str = ""
@@ -97,7 +98,7 @@ def free_form(shapes: Sequence[tuple[int, int]], count: int | None = None) -> Fo
     the others follow it; the poem ends at one of the usual counts (or after ``count``)."""
     lengths = tuple(sorted({length for length, _ in shapes}))
     counts = (count,) if count else tuple(sorted({lines for _, lines in shapes}))
-    return Form(lengths=lengths, counts=counts, level_rhymes=True, name="usual shapes")
+    return Form(lengths=lengths, counts=counts, shapes=tuple(shapes), level_rhymes=True, name="usual shapes")
 
 
 def with_scheme(form: Form, scheme: str | None) -> Form:

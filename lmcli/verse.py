@@ -283,7 +283,7 @@ class VerseConstraint:
             return self._only(EOS_ID)
         mask = self._inside(row)
         if not row.units and row.line and plan.layout == "cjk" and not plan.fixed_count:
-            counts = plan.form.counts
+            counts = [n for length, n in plan.form.shapes if length == row.length] or plan.form.counts
             if row.line in counts:  # a usual number of lines: the poem may end here
                 mask = self._only(EOS_ID) if row.line >= max(counts) else mask | self._only(EOS_ID)
         return mask
