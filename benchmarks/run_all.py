@@ -106,6 +106,24 @@ def absolute_cell(summary: dict) -> str:
     return "-"
 
 
+# Sections other scripts write into BENCHMARKS.md (they need a trained model, which this
+# script does not make): kept as they are when the rest is rewritten.
+KEPT = ("verse",)
+
+
+def kept_sections(path: Path) -> list[str]:
+    """The lines of ``path``'s KEPT sections, each up to the next ``## `` heading."""
+    if not path.is_file():
+        return []
+    kept, keeping = [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("## "):
+            keeping = line[3:].strip() in KEPT
+        if keeping:
+            kept.append(line)
+    return kept + ([""] if kept else [])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: minutes, not tens of minutes")
@@ -140,6 +158,7 @@ def main() -> None:
     ]
     for name, command, output in sections:
         lines += [f"## {name}", "", f"`{shlex.join(command)}`", "", "```", output.strip(), "```", ""]
+    lines += kept_sections(args.out)
     args.out.write_text("\n".join(lines))
     print(f"[run_all] wrote {args.out}", file=sys.stderr)
 

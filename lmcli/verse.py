@@ -54,6 +54,7 @@ class VersePlan:
     viable: dict[str, torch.Tensor] = field(default_factory=dict)  # letter -> (groups,) bool
     free_cap: int = 0  # the longest free-length line (lines layout)
     tones: Tones | None = None  # level/oblique pattern of regulated verse
+    same_word: dict[int, list[int]] = field(default_factory=dict)  # token -> tokens of its rhyme word
 
     @functools.cached_property
     def table_f(self) -> torch.Tensor:
@@ -167,7 +168,13 @@ def _add_rhymes(plan: VersePlan, tokenizer: Tokenizer, book_name: str | None) ->
     book = rhymes.book(name)
     plan.table = rhymes.group_table(book, tokenizer.tokens, plan.content,
                                     level_only=plan.form.level_rhymes and name == "pingshui")
-    members = plan.table.sum(0)
+    # "LORD;" and "lord" are one word: it rhymes once, and a group counts its words.
+    words: dict[str, list[int]] = {}
+    for token_id in plan.table.any(1).nonzero()[:, 0].tolist():
+        words.setdefault(book.key(tokenizer.tokens[token_id]), []).append(token_id)
+    plan.same_word = {t: ids for ids in words.values() if len(ids) > 1 for t in ids}
+    firsts = torch.tensor([ids[0] for ids in words.values()], dtype=torch.long)
+    members = plan.table[firsts].sum(0) if len(firsts) else plan.table.sum(0)
     letters = [plan.letter(i) for i in range(plan.fixed_count or max(plan.form.counts))]
     for letter in set(letters) - {None}:
         needed = letters.count(letter)
@@ -317,7 +324,7 @@ class VerseConstraint:
     def _rhymes(self, row: _Row, letter: str) -> torch.Tensor:
         plan = self.plan
         assert plan.table is not None
-        groups = row.groups.get(letter, plan.viable[letter])
+        groups = self._open_groups(row, letter)
         key = (letter, groups.numpy().tobytes())
         mask = self._cache.get(key)
         if mask is None:  # a few distinct group sets per batch: each computed once
@@ -327,6 +334,19 @@ class VerseConstraint:
             mask = mask.clone()
             mask[list(used)] = False
         return mask
+
+    def _open_groups(self, row: _Row, letter: str) -> torch.Tensor:
+        """The groups ``letter``'s next rhyme may be in: those its rhymes so far share, or
+        for its first, any group with room for all its lines that no other letter holds
+        (ABAB: B is another rhyme than A), where there is one."""
+        if letter in row.groups:
+            return row.groups[letter]
+        viable = self.plan.viable[letter]
+        if not row.groups:
+            return viable
+        taken = torch.stack(list(row.groups.values())).any(0)
+        free = viable & ~taken
+        return free if bool(free.any()) else viable
 
     def _only(self, token: int) -> torch.Tensor:
         mask = self._cache.get(token)
@@ -355,10 +375,9 @@ class VerseConstraint:
         letter = plan.letter(row.line)
         if letter and row.units:
             last = row.units[-1]
-            open_groups = row.groups.get(letter, plan.viable[letter])
             assert plan.table is not None
-            row.groups[letter] = open_groups & plan.table[last]
-            row.used.setdefault(letter, set()).add(last)
+            row.groups[letter] = self._open_groups(row, letter) & plan.table[last]
+            row.used.setdefault(letter, set()).update(plan.same_word.get(last, [last]))
         if row.length is None and plan.form.same_length:
             row.length = len(row.units)
         row.units = []

@@ -217,6 +217,8 @@ def test_word_level_line_lengths_and_rhyme_scheme(english) -> None:
         assert [len(line.split()) for line in lines] == [3, 4, 3, 4]
         ends = [line.split()[-1] for line in lines]
         assert _share_group(book, [ends[0], ends[2]]) and _share_group(book, [ends[1], ends[3]]), lines
+        assert not _share_group(book, [ends[0], ends[1]]), lines  # B is another rhyme than A
+        assert ends[0] != ends[2] and ends[1] != ends[3], lines  # a word does not rhyme with itself
         assert sample.lines == lines
 
 
