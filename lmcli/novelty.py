@@ -54,6 +54,7 @@ _CHUNK = 1 << 20  # tokens hashed at once while building: bounds the arrays in f
 _BASE = 0x9E3779B97F4A7C15  # odd, so invertible mod 2**64: a run's hash needs B**-a
 _BASE_INVERSE = pow(_BASE, -1, 2**64)
 UNIT, SEPARATOR, END, UNKNOWN = 0, 1, 2, 3  # what a token is to novelty
+_GUARDED_LINE = 256  # the longest stretch the sampler's guard compares with training lines
 
 
 def span_for(level: str) -> int:
@@ -345,8 +346,10 @@ class NoveltyIndex:
 
 
 class NoveltyGuard:
-    """Keeps samples from copying while they are drawn: before each step, the tokens that
-    would complete a run of ``span`` units, or a verse line, found in the training text.
+    """Keeps samples from copying while they are drawn: whether a token chosen for each
+    sample would complete a run of ``span`` units, or a verse line, found in the training
+    text. The sampler then draws again without it, which draws from the same distribution
+    with the copying tokens removed, at the cost of one lookup per sample and step.
 
     A verse line only counts once it ends, but its end may be forced (a form's mark), so the
     guard refuses the unit that would make the current stretch equal to a training line,
@@ -355,30 +358,36 @@ class NoveltyGuard:
     def __init__(self, index: NoveltyIndex, rows: int) -> None:
         self.index = index
         self._kinds = index._kinds
-        vocab = len(self._kinds)
-        self._codes = np.arange(1, vocab + 1, dtype=np.uint64)
-        self._units = np.flatnonzero(self._kinds == UNIT)
-        self._powers = _powers(_BASE, max(index.span, 64) + 1)
-        self._line = [[] for _ in range(rows)]  # units since the last <EOS> (or <UNK>)
-        self._segment = [[] for _ in range(rows)]  # units since the last separator
+        self._powers = [pow(_BASE, k, 2**64) for k in range(_GUARDED_LINE + 1)]
+        self._line: list[list[int]] = [[] for _ in range(rows)]  # units since <EOS> (or <UNK>)
+        self._segment: list[list[int]] = [[] for _ in range(rows)]  # units since a separator
 
-    def refused(self) -> np.ndarray:
-        """(rows, vocab) bool: the tokens each sample may not take next."""
-        out = np.zeros((len(self._line), len(self._codes)), dtype=bool)
+    def _hash(self, units: list[int], then: int) -> int:
+        """The index's hash of ``units`` followed by the unit ``then``."""
+        powers = self._powers
+        total = sum((u + 1) * powers[k] for k, u in enumerate(units))
+        return (total + (then + 1) * powers[len(units)]) % 2**64
+
+    def refuses(self, token_ids: list[int]) -> np.ndarray:
+        """(rows,) bool: whether each row's token would copy."""
         span = self.index.span
-        for row, (line, segment) in enumerate(zip(self._line, self._segment)):
+        runs: tuple[list[int], list[int]] = ([], [])  # rows, hashes
+        lines: tuple[list[int], list[int]] = ([], [])
+        for row, token in enumerate(token_ids):
+            if self._kinds[token] != UNIT:
+                continue
+            line, segment = self._line[row], self._segment[row]
             if len(line) >= span - 1:
-                out[row, self._units] |= self._completes(line[-(span - 1):], self.index.runs)
-            if MIN_LINE_UNITS - 1 <= len(segment) < len(self._powers):
-                out[row, self._units] |= self._completes(segment, self.index.lines)
+                runs[0].append(row)
+                runs[1].append(self._hash(line[len(line) - span + 1:], token))
+            if MIN_LINE_UNITS - 1 <= len(segment) < _GUARDED_LINE:
+                lines[0].append(row)
+                lines[1].append(self._hash(segment, token))
+        out = np.zeros(len(token_ids), dtype=bool)
+        for (rows, hashes), table in ((runs, self.index.runs), (lines, self.index.lines)):
+            if rows:
+                out[rows] |= _member(table, np.asarray(hashes, dtype=np.uint64))
         return out
-
-    def _completes(self, units: list[int], table: np.ndarray) -> np.ndarray:
-        """For each unit token x: whether ``units`` + x hashes into ``table``."""
-        codes = np.asarray(units, dtype=np.uint64) + np.uint64(1)
-        head = np.sum(codes * self._powers[:len(codes)], dtype=np.uint64)
-        hashes = head + self._codes[self._units] * self._powers[len(codes)]
-        return _member(table, hashes)
 
     def advance(self, token_ids: list[int]) -> None:
         for row, token in enumerate(token_ids):

@@ -137,11 +137,10 @@ def _draw(model: RNNLM, start: _Start, rows: int, config: SamplingConfig, genera
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
     length = torch.zeros(rows, dtype=torch.long, device=device)
     for t in range(config.max_tokens):
-        filtered = filter_logits(logits, config, _allowed(constraint, guard))
-        if config.greedy:
-            next_ids = filtered.argmax(dim=-1)
-        else:
-            next_ids = sample_rows(torch.softmax(filtered, dim=-1), generator)
+        filtered = filter_logits(logits, config, constraint.allowed() if constraint is not None else None)
+        next_ids = _choose(filtered, config, generator)
+        if guard is not None:
+            next_ids = _avoid_copies(filtered, next_ids, config, generator, guard)
         if constraint is not None or guard is not None:
             chosen = next_ids.tolist()
             for follower in (constraint, guard):
@@ -162,16 +161,28 @@ def _draw(model: RNNLM, start: _Start, rows: int, config: SamplingConfig, genera
     return [(row[:n], float(lp)) for row, n, lp in zip(generated.tolist(), length.tolist(), logprob.tolist())]
 
 
-def _allowed(constraint: VerseConstraint | None, guard: NoveltyGuard | None) -> torch.Tensor | None:
-    allowed = constraint.allowed() if constraint is not None else None
-    if guard is None:
-        return allowed
-    novel = torch.from_numpy(~guard.refused())
-    if allowed is None:
-        return novel
-    both = allowed & novel
-    stuck = ~both.any(1)  # every token the form allows copies: let the check refuse it later
-    return torch.where(stuck[:, None], allowed, both)
+def _choose(filtered: torch.Tensor, config: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
+    if config.greedy:
+        return filtered.argmax(dim=-1)
+    return sample_rows(torch.softmax(filtered, dim=-1), generator)
+
+
+def _avoid_copies(filtered: torch.Tensor, chosen: torch.Tensor, config: SamplingConfig,
+                  generator: torch.Generator, guard: NoveltyGuard, tries: int = 64) -> torch.Tensor:
+    """``chosen`` with every token that would copy the training text drawn again from the
+    rest (rejection: the same as drawing with those tokens masked). A row with nothing
+    else left keeps its token, and the check after sampling refuses the sample."""
+    for _ in range(tries):
+        refused = torch.from_numpy(guard.refuses(chosen.tolist())).to(chosen.device)
+        if not bool(refused.any()):
+            break
+        rows = refused.nonzero()[:, 0]
+        filtered[rows, chosen[rows]] = float("-inf")
+        rows = rows[torch.isfinite(filtered[rows]).any(1)]
+        if not len(rows):
+            break
+        chosen[rows] = _choose(filtered[rows], config, generator)
+    return chosen
 
 
 def _sample(tokenizer: Tokenizer, start: _Start, ids: list[int], logprob: float) -> Sample:

@@ -55,6 +55,7 @@ class VersePlan:
     free_cap: int = 0  # the longest free-length line (lines layout)
     tones: Tones | None = None  # level/oblique pattern of regulated verse
     same_word: dict[int, list[int]] = field(default_factory=dict)  # token -> tokens of its rhyme word
+    first_rhymes: bool = False  # a free-length first line rhymes when it has 7 characters
 
     @functools.cached_property
     def table_f(self) -> torch.Tensor:
@@ -111,7 +112,7 @@ def compile_plan(form: Form, tokenizer: Tokenizer, rhyme: tuple[str | None, str 
     plan = VersePlan(form, layout, tokenizer.vocab_size, content, ends, heads,
                      [line.rhyme for line in form.lines], free_cap=FREE_CAP.get(tokenizer.level, 0))
     if rhyme is not None:
-        _add_rhymes(plan, tokenizer, rhyme[0])
+        _add_rhymes(plan, tokenizer, rhyme[0], rhyme[1])
     if tones:
         _add_tones(plan, tokenizer, rhymed)
     return plan
@@ -160,7 +161,7 @@ def _mark_id(mark: str, index: dict[str, int], last: bool) -> int:
     return index[fallback]
 
 
-def _add_rhymes(plan: VersePlan, tokenizer: Tokenizer, book_name: str | None) -> None:
+def _add_rhymes(plan: VersePlan, tokenizer: Tokenizer, book_name: str | None, scheme: str | None) -> None:
     name = book_name or ("pingshui" if plan.layout == "cjk" else "cmu")
     if (name == "cmu") != (plan.layout == "lines"):
         raise SettingError(f"{{rhyme}}: the {name} rhyme book does not fit this model's "
@@ -175,7 +176,10 @@ def _add_rhymes(plan: VersePlan, tokenizer: Tokenizer, book_name: str | None) ->
     plan.same_word = {t: ids for ids in words.values() if len(ids) > 1 for t in ids}
     firsts = torch.tensor([ids[0] for ids in words.values()], dtype=torch.long)
     members = plan.table[firsts].sum(0) if len(firsts) else plan.table.sum(0)
-    letters = [plan.letter(i) for i in range(plan.fixed_count or max(plan.form.counts))]
+    count = plan.fixed_count or max(plan.form.counts)
+    first = plan.form.lines[0] if plan.form.lines else None
+    plan.first_rhymes = plan.layout == "cjk" and not scheme and (first is None or not first.length)
+    letters = ["A" if i == 0 and plan.first_rhymes else plan.letter(i) for i in range(count)]
     for letter in set(letters) - {None}:
         needed = letters.count(letter)
         plan.viable[letter] = members >= needed
@@ -311,15 +315,25 @@ class VerseConstraint:
             return mask
         lengths = plan.form.lengths or range(1, plan.free_cap + 1)
         longest = max(lengths)
+        last_letter = self._letter(row, longest)
         if pos == 0 and head is not None:
             mask = self._only(head)
-        elif pos == longest - 1 and letter:
-            mask = self._rhymes(row, letter)
+        elif pos == longest - 1 and last_letter:
+            mask = self._rhymes(row, last_letter)
         else:
             mask = plan.content if pos < longest else torch.zeros_like(self._all)
-        if pos in lengths and (not letter or bool(self._rhymes(row, letter)[row.units[-1]])):
-            mask = mask | self._only(plan.end_of(row.line))
+        if pos in lengths:
+            letter = self._letter(row, pos)
+            if not letter or bool(self._rhymes(row, letter)[row.units[-1]]):
+                mask = mask | self._only(plan.end_of(row.line))
         return mask
+
+    def _letter(self, row: _Row, length: int) -> str | None:
+        """The rhyme letter of the current line if it has ``length`` units: a free first
+        line of Chinese verse rhymes when it has seven characters, as in 7x4 and 7x8."""
+        if row.line == 0 and self.plan.first_rhymes:
+            return "A" if length == 7 else None
+        return self.plan.letter(row.line)
 
     def _rhymes(self, row: _Row, letter: str) -> torch.Tensor:
         plan = self.plan
@@ -372,7 +386,7 @@ class VerseConstraint:
         plan = self.plan
         if plan.tones is not None and row.line == 0:
             row.tone = plan.tones.second_tone(row.units[1])
-        letter = plan.letter(row.line)
+        letter = self._letter(row, len(row.units))
         if letter and row.units:
             last = row.units[-1]
             assert plan.table is not None

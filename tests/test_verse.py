@@ -100,10 +100,13 @@ def test_acrostic_without_form_takes_one_usual_length(tang) -> None:
 
 def test_free_shape_is_one_of_the_usual_shapes(tang) -> None:
     seen = set()
+    book = rhyme.pingshui()
     for sample in _poems(tang, n=100, rhyme="auto", shapes=[(5, 4), (7, 8)]):
         pairs = _lines(sample)
         seen.add((len(pairs[0][0]), len(pairs)))
         assert len({len(body) for body, _ in pairs}) == 1
+        rhymed = [body[-1] for i, (body, _) in enumerate(pairs) if i % 2 == 1 or len(body) == 7 and i == 0]
+        assert _share_group(book, rhymed, level_only=True), sample.text
     assert seen and seen <= {(5, 4), (7, 8)}  # never 7x4 or 5x8, though both lengths and counts are usual
 
 
