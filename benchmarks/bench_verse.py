@@ -21,6 +21,7 @@ For each way of sampling, over N samples and several seeds (mean and range):
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import statistics
 import sys
@@ -46,6 +47,9 @@ WAYS = {
     "--form 7x4 --rhyme --best-of 8": {"form": "7x4", "rhyme": "auto", "best_of": 8},
     "--form 7x4 --rhyme --novel": {"form": "7x4", "rhyme": "auto", "novel": True},
     "--rhyme (usual shapes)": {"rhyme": "auto"},
+    # Copies are rare at the default temperature: where a model copies, at a low one.
+    "plain, temperature 0.3": {"temperature": 0.3},
+    "--novel, temperature 0.3": {"novel": True, "temperature": 0.3},
 }
 REGULAR = re.compile(r"^(?:[^，。]{5}[，。]){4}$|^(?:[^，。]{7}[，。]){4}$|^(?:[^，。]{5}[，。]){8}$|^(?:[^，。]{7}[，。]){8}$")
 
@@ -81,7 +85,7 @@ def measure(loaded, model, index, way: dict, n: int, seed: int, temperature: flo
     tokenizer = loaded.tokenizer
     shapes = usual_shapes(loaded.payload.get("provenance", {}).get("verse_shapes") or [])
     plan = build_plan(tokenizer, form=way.get("form"), rhyme=way.get("rhyme"), shapes=shapes)
-    config = SamplingConfig(temperature=temperature, max_tokens=120)
+    config = SamplingConfig(temperature=way.get("temperature", temperature), max_tokens=120)
     start = time.perf_counter()
     samples = generate(model, tokenizer, num_samples=n, config=config, seed=seed, plan=plan,
                        best_of=way.get("best_of", 1), novelty=index if way.get("novel") else None)
@@ -93,6 +97,16 @@ def measure(loaded, model, index, way: dict, n: int, seed: int, temperature: flo
     return {"form": len(in_form) / n, "rhyme": sum(rhymes(t, book) for t in in_form) / max(1, len(in_form)),
             "copied": found / max(1, lines), "distinct-2": distinct_2(texts),
             "logprob": statistics.fmean(s.per_token for s in samples), "samples/s": n / seconds}
+
+
+def describe(loaded: ckpt.Checkpoint) -> str:
+    """Which model: what it was trained on, how, for how long."""
+    provenance = loaded.payload.get("provenance") or {}
+    corpus = ", ".join(Path(p).name for p in provenance.get("corpus") or []) or "?"
+    recipe = provenance.get("recipe") or "no recipe"
+    ppl = math.exp(loaded.payload["valid_loss"]) if loaded.payload.get("valid_loss") is not None else float("nan")
+    return (f"model: {loaded.model_config.cell} trained on {corpus} ({loaded.tokenizer.level} level, "
+            f"recipe {recipe}), best step {loaded.step:,}, validation perplexity {ppl:.2f}")
 
 
 def main() -> None:
@@ -109,8 +123,8 @@ def main() -> None:
     loaded = ckpt.load(path)
     model = loaded.build_model("cpu")
     index = NoveltyIndex.load(index_for_checkpoint(path), loaded.tokenizer)
-    header = (f"model {path} (step {loaded.step}), {args.n} samples x {args.seeds} seeds, temperature "
-              f"{args.temperature}, {torch.get_num_threads()} threads")
+    header = (f"{describe(loaded)}; {args.n} samples x {args.seeds} seeds, temperature "
+              f"{args.temperature} unless said, {torch.get_num_threads()} CPU threads")
     print(header)
     keys = ["form", "rhyme", "copied", "distinct-2", "logprob", "samples/s"]
     table = ["| sampling | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
@@ -131,7 +145,7 @@ def main() -> None:
 def write_section(path: Path, header: str, table: list[str]) -> None:
     """Replace (or add) the ``## verse`` section of a markdown file."""
     command = "python " + " ".join(["benchmarks/bench_verse.py", *sys.argv[1:]])
-    doc = __doc__.split("\n\n")[1].strip()
+    doc = __doc__.split("\n\n    python")[0].split("\n\n", 1)[1].strip()
     section = ["## verse", "", f"`{command}`", "", header + ".", "", doc, "",
                "Each cell: mean over the seeds (lowest-highest).", "", *table, ""]
     lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
