@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from lmcli import rhyme as rhymes
-from lmcli.errors import SettingError
+from lmcli.errors import SettingError, escape
 from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
 from lmcli.tunes import Tune, find_tune
 
@@ -61,8 +61,8 @@ def parse_form(text: str) -> Form:
         return _list_form(lengths, name=text)
     tune = find_tune(text)
     if tune is None:
-        raise SettingError(f"{{form}}: {text!r} is neither a shape (5x4, 7x8, 4,4,7,5,7) nor a tune "
-                           "in lmcli's table (lmcli generate --list-forms shows them)")
+        raise SettingError(f"{{form}}: {escape(text)!r} is neither a shape (5x4, 7x8, 4,4,7,5,7) nor a tune "
+                           "in lmcli's table ({form} list shows them)")
     return _tune_form(tune)
 
 
@@ -132,18 +132,19 @@ def parse_rhyme(value: str | None) -> tuple[str | None, str | None] | None:
     """``--rhyme`` as (book, scheme): ``auto`` / a book name / scheme letters / ``BOOK:SCHEME``."""
     if value is None:
         return None
-    book, scheme = None, None
-    for part in value.split(":"):
-        part = part.strip()
-        if part.lower() in rhymes.BOOKS:
-            book = part.lower()
-        elif part.lower() in ("", "auto", "yes"):
-            continue
-        elif _SCHEME.match(part):
-            scheme = part
-        else:
-            raise SettingError(f"{{rhyme}}: {part!r} is neither a rhyme book ({', '.join(rhymes.BOOKS)}) "
-                               "nor a scheme such as AABB or ABAB")
+    parts = [part.strip() for part in value.split(":")]
+    book = parts[0].lower() if len(parts) == 2 else None
+    scheme = parts[-1]
+    if len(parts) > 2 or (book is not None and book not in rhymes.BOOKS):
+        raise SettingError(f"{{rhyme}}: {escape(value)!r} is not BOOK:SCHEME with a book from "
+                           f"{', '.join(rhymes.BOOKS)}")
+    if scheme.lower() in rhymes.BOOKS and book is None:
+        return scheme.lower(), None
+    if scheme.lower() in ("", "auto"):
+        return book, None
+    if not _SCHEME.match(scheme):
+        raise SettingError(f"{{rhyme}}: {escape(scheme)!r} is neither a rhyme book ({', '.join(rhymes.BOOKS)}) "
+                           "nor a scheme such as AABB or ABAB")
     return book, scheme
 
 

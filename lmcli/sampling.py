@@ -45,6 +45,11 @@ class SamplingConfig:
         return self
 
 
+# The most samples drawn as one batch: more are drawn in turn, so that -n 1000 --best-of 64
+# does not ask for 64,000 rows of logits at once.
+MAX_ROWS = 1024
+
+
 @dataclass
 class Sample:
     text: str
@@ -203,8 +208,8 @@ def generate(model: RNNLM, tokenizer: Tokenizer, *, prime: str = "", num_samples
     config = (config or SamplingConfig()).validate()
     if num_samples < 1:
         raise SettingError(f"{{num_samples}} must be at least 1, got {num_samples}")
-    if best_of < 1:
-        raise SettingError(f"{{best_of}} must be at least 1, got {best_of}")
+    if not 1 <= best_of <= MAX_ROWS:
+        raise SettingError(f"{{best_of}} must be from 1 to {MAX_ROWS}, got {best_of}")
     device = model.embedding.weight.device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else torch.seed())
@@ -214,27 +219,34 @@ def generate(model: RNNLM, tokenizer: Tokenizer, *, prime: str = "", num_samples
         config = replace(config, max_tokens=plan.max_tokens(), lines=plan.eos_lines)
         _check_prime(plan, start.prime_ids, tokenizer)
     chosen: list[Sample | None] = [None] * num_samples
-    per_round = best_of
-    for _ in range(max_rounds):
-        pending = [i for i, s in enumerate(chosen) if s is None]
+    tries = [0] * num_samples
+    while True:
+        pending = [i for i, s in enumerate(chosen) if s is None and tries[i] < max_rounds]
         if not pending:
             break
-        rows = len(pending) * per_round
-        guard = None
-        if novelty is not None:
-            guard = NoveltyGuard(novelty, rows)
-            guard.feed(start.prime_ids)
-        drawn = _draw(model, start, rows, config, generator, _constraint(plan, start, rows), guard)
+        pending = pending[:max(1, MAX_ROWS // best_of)]  # a batch of at most MAX_ROWS rows
+        drawn = _draw(model, start, len(pending) * best_of, config, generator,
+                      _constraint(plan, start, len(pending) * best_of),
+                      _guard(novelty, start, len(pending) * best_of))
         for slot, index in enumerate(pending):
+            tries[index] += 1
             candidates = [_finish(tokenizer, start, ids, lp, plan, novelty)
-                          for ids, lp in drawn[slot * per_round:(slot + 1) * per_round]]
+                          for ids, lp in drawn[slot * best_of:(slot + 1) * best_of]]
             good = [c for c in candidates if novelty is None or not c.copied.found]
             if good:
                 chosen[index] = max(good, key=lambda c: c.per_token)
     if any(s is None for s in chosen):
-        raise LmcliError(f"no candidate of the {max_rounds * per_round} drawn for a sample avoided copying "
+        raise LmcliError(f"no candidate of the {max_rounds * best_of} drawn for a sample avoided copying "
                          "the training text; raise --temperature or --best-of, or leave out --novel")
     return [s for s in chosen if s is not None]
+
+
+def _guard(novelty: NoveltyIndex | None, start: _Start, rows: int) -> NoveltyGuard | None:
+    if novelty is None:
+        return None
+    guard = NoveltyGuard(novelty, rows)
+    guard.feed(start.prime_ids)
+    return guard
 
 
 def _constraint(plan: VersePlan | None, start: _Start, rows: int) -> VerseConstraint | None:

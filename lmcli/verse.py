@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from lmcli import rhyme as rhymes
-from lmcli.errors import SettingError
+from lmcli.errors import SettingError, escape
 from lmcli.forms import (CLASSICAL_SHAPES, COMMA, STOP, Form, free_form, layout_of, parse_form, parse_rhyme,
                          with_acrostic, with_scheme)
 from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
@@ -146,7 +146,7 @@ def _head_id(head: str | None, index: dict[str, int], tokenizer: Tokenizer) -> i
         return None
     token = tokenizer.normalize(head)
     if token not in index or index[token] in (EOS_ID, UNK_ID):
-        raise SettingError(f"{{acrostic}}: {head!r} is not in the model's vocabulary, so no line can "
+        raise SettingError(f"{{acrostic}}: {escape(head)!r} is not in the model's vocabulary, so no line can "
                            "start with it")
     return index[token]
 
@@ -225,7 +225,8 @@ class Tones:
 
 def _add_tones(plan: VersePlan, tokenizer: Tokenizer, rhymed: list[bool]) -> None:
     lengths = {line.length for line in plan.form.lines}
-    if plan.layout != "cjk" or not plan.fixed_count or not (lengths == {5} or lengths == {7}):
+    regulated = plan.form.level_rhymes and plan.fixed_count and (lengths == {5} or lengths == {7})
+    if plan.layout != "cjk" or not regulated:
         raise SettingError("{tones} needs a regulated form of Chinese verse: {form} 5x4, 7x4, 5x8 or 7x8")
     book = rhymes.pingshui()
     level = torch.zeros(plan.vocab_size, dtype=torch.bool)

@@ -288,3 +288,22 @@ def test_tones_need_a_regulated_form(tang) -> None:
     tokenizer, _, _ = tang
     with pytest.raises(SettingError, match="regulated form"):
         build_plan(tokenizer, form="4,4,7,5,7", tones=True)
+
+
+def test_many_samples_are_drawn_in_batches_of_bounded_size(tang, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lmcli import sampling
+    tokenizer, model, _ = tang
+    sizes = []
+    real_draw = sampling._draw
+
+    def counting_draw(model, start, rows, *args):
+        sizes.append(rows)
+        return real_draw(model, start, rows, *args)
+
+    monkeypatch.setattr(sampling, "MAX_ROWS", 8)
+    monkeypatch.setattr(sampling, "_draw", counting_draw)
+    plan = build_plan(tokenizer, form="5x4")
+    samples = generate(model, tokenizer, num_samples=10, best_of=3, plan=plan, seed=0)
+    assert len(samples) == 10 and sizes == [6, 6, 6, 6, 6]
+    with pytest.raises(SettingError, match="best_of"):
+        generate(model, tokenizer, best_of=9, plan=plan)

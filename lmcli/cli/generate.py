@@ -86,7 +86,7 @@ def generate(
 ) -> None:
     """Write new text from a checkpoint; it never writes <UNK>."""
     if form is not None and form.strip().lower() == "list":
-        _list_forms()
+        _list_forms(json_output)
         return
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, greedy=greedy,
                               max_tokens=max_tokens, lines=lines).validate()
@@ -123,7 +123,12 @@ def _print(written: Written, best_of: int) -> None:
             ui.note(f"best of {best_of}: {item.per_token:.3f} nats per token")
 
 
-def _list_forms() -> None:
+def _list_forms(json_output: bool) -> None:
+    if json_output:
+        for tune in all_tunes():
+            ui.emit_json({"form": tune.name, "alias": tune.alias, "pattern": tune.pattern,
+                          "count": tune.count, "total": tune.total})
+        return
     rows = [("5x4 7x4 5x8 7x8", "絕句 / 律詩: characters x lines"), ("4,4,7,5,7", "any list of line lengths")]
     rows += [(f"{t.name} {t.alias}".strip(), f"{t.pattern}   ({t.count} of {t.total} ci)") for t in all_tunes()]
     if ui.stdout_is_terminal():
