@@ -1,5 +1,6 @@
-"""The recurrent language model: a config dataclass and one module for rnn, lstm and gru
-(the output layer over the vocabulary is :mod:`lmcli.output`'s).
+"""The recurrent language model: a config dataclass and one module for every cell (the
+cells PyTorch ships, rnn, lstm and gru, and the textbook variants of :mod:`lmcli.cells`;
+the output layer over the vocabulary is :mod:`lmcli.output`'s).
 
 No I/O and no device choice here. The output layer has exactly ``vocab_size`` units, one
 per token that can occur (<EOS>, <UNK> and the vocabulary), so no probability mass ever
@@ -22,14 +23,21 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from lmcli.cells import CELL_CLASSES, RecurrentLayer
 from lmcli.errors import LmcliError, SettingError
 from lmcli.output import ADAPTIVE_CUTOFFS, SOFTMAXES, AdaptiveSoftmax, aligned_linear, default_cutoffs
 from lmcli.settings import check, setting
 from lmcli.units import parse_int_list
 
-CELLS = ("rnn", "lstm", "gru")
+TORCH_CELLS: dict[str, tuple[type[nn.RNNBase], int, int]] = {
+    "rnn": (nn.RNN, 1, 1), "lstm": (nn.LSTM, 4, 2), "gru": (nn.GRU, 3, 1)}
+"""The cells PyTorch ships (its fused kernels run them): module, gate blocks, state parts."""
+CELLS = tuple(TORCH_CELLS)
+ALL_CELLS = (*CELLS, *CELL_CLASSES)
+"""Every ``--model`` value: PyTorch's cells, then those of :mod:`lmcli.cells`."""
 State = tuple[torch.Tensor, ...]
-"""The recurrent state: (h,) for rnn and gru, (h, c) for lstm; each (layers, batch, hidden)."""
+"""The recurrent state, a tuple of parts, each (layers, batch, part size): (h,) for rnn and
+gru, (h, c) for lstm; a layer of :mod:`lmcli.cells` says its own parts and sizes."""
 
 
 MODEL = "Model"
@@ -48,8 +56,10 @@ class ModelConfig:
     """
 
     vocab_size: int = 0
-    cell: str = setting("lstm", "Recurrent cell: rnn (tanh Elman), lstm or gru.", panel=MODEL,
-                        choices=CELLS, flag="--model")
+    cell: str = setting("lstm", "Recurrent cell: rnn (tanh Elman), lstm or gru (PyTorch's fused "
+                        "kernels), or a textbook variant: rnn-relu (identity-initialised), "
+                        "lstm-peephole, lstm-coupled (f = 1 - i), gru-minimal (update gate only).",
+                        panel=MODEL, choices=ALL_CELLS, flag="--model")
     layers: int = setting(2, "Stacked recurrent layers.", panel=MODEL, at_least=1)
     embed_dim: int = setting(256, "Embedding size.", panel=MODEL, at_least=1)
     hidden_dim: int = setting(512, "Hidden state size.", panel=MODEL, at_least=1)
@@ -178,10 +188,10 @@ class RNNLM(nn.Module):
         if not config.vocab_size:
             raise LmcliError("a model needs its vocabulary size (ModelConfig.for_vocabulary)")
         self.config = config
-        rnn_class = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}[config.cell]
+        rnn_class = CELL_CLASSES.get(config.cell) or TORCH_CELLS[config.cell][0]
         extra = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
-        self.rnns = nn.ModuleList(
+        self.rnns: nn.ModuleList = nn.ModuleList(
             rnn_class(config.embed_dim if layer == 0 else config.hidden_dim, config.hidden_dim,
                       batch_first=True, **extra)
             for layer in range(config.layers))
@@ -203,11 +213,15 @@ class RNNLM(nn.Module):
     def reset_parameters(self) -> None:
         """Initialisation from the RNN-LM literature: small uniform embeddings, orthogonal
         recurrent matrices (one per gate block), Xavier input matrices, zero biases except
-        the LSTM forget gate, whose bias is 1 so that memory is kept by default."""
+        the LSTM forget gate, whose bias is 1 so that memory is kept by default. A layer of
+        :mod:`lmcli.cells` initialises itself (its docstring says how)."""
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         hidden = self.config.hidden_dim
-        gates = {"rnn": 1, "lstm": 4, "gru": 3}[self.config.cell]
         for rnn in self.rnns:
+            if isinstance(rnn, RecurrentLayer):
+                rnn.reset_parameters()
+                continue
+            gates = TORCH_CELLS[self.config.cell][1]
             for name, param in rnn.named_parameters():
                 if name.startswith("weight_hh"):
                     for g in range(gates):
@@ -230,12 +244,15 @@ class RNNLM(nn.Module):
             nn.init.xavier_uniform_(self.projection.weight)
 
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> State:
-        """Zero state for ``batch_size`` sequences (the implicit sentence start)."""
+        """The state before the first token for ``batch_size`` sequences (the implicit
+        sentence start), as each layer's class defines it: zeros for the PyTorch cells."""
         weight = self.embedding.weight
-        shape = (self.config.layers, batch_size, self.config.hidden_dim)
-        parts = 2 if self.config.cell == "lstm" else 1
-        return tuple(torch.zeros(shape, device=device or weight.device, dtype=weight.dtype)
-                     for _ in range(parts))
+        device, dtype = device or weight.device, weight.dtype
+        layers = [rnn.initial_state(batch_size, device, dtype) if isinstance(rnn, RecurrentLayer)
+                  else tuple(torch.zeros((1, batch_size, self.config.hidden_dim), device=device, dtype=dtype)
+                             for _ in range(TORCH_CELLS[self.config.cell][2]))
+                  for rnn in self.rnns]
+        return tuple(torch.cat(parts) for parts in zip(*layers))
 
     def forward(self, tokens: torch.Tensor, state: State | None = None
                 ) -> tuple[torch.Tensor, State]:
@@ -320,7 +337,8 @@ class RNNLM(nn.Module):
 
     def _run_layer(self, rnn: nn.Module, x: torch.Tensor, state: State
                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        rnn_state: Any = state if self.config.cell == "lstm" else state[0]
+        # nn.LSTM takes (h, c), nn.RNN and nn.GRU take h alone, the cells their tuple.
+        rnn_state: Any = state[0] if self.config.cell in ("rnn", "gru") else state
         if self.training and self.config.weight_drop > 0.0:
             # DropConnect on W_hh (Wan et al. 2013): one mask per forward pass, shared by
             # every time step; the module runs with the dropped matrix swapped in, so its
@@ -332,7 +350,7 @@ class RNNLM(nn.Module):
                 output, final = functional_call(rnn, {"weight_hh_l0": dropped}, (x, rnn_state))
         else:
             output, final = rnn(x, rnn_state)
-        return output, (tuple(final) if self.config.cell == "lstm" else (final,))
+        return output, ((final,) if self.config.cell in ("rnn", "gru") else tuple(final))
 
     def flops_per_token(self, tail_shares: list[float] | None = None, training: bool = True) -> float:
         """Matrix-multiply FLOPs per token (2 per multiply-add), the model-FLOPs measure of
@@ -342,7 +360,8 @@ class RNNLM(nn.Module):
         cluster i (training computes a tail only for those rows); without it, every tail
         counts for every token, as when scoring the whole distribution."""
         config = self.config
-        gates = {"rnn": 1, "lstm": 4, "gru": 3}[config.cell]
+        cell_class = CELL_CLASSES.get(config.cell)
+        gates = cell_class.gates if cell_class is not None else TORCH_CELLS[config.cell][1]
         macs = 0.0
         for layer in range(config.layers):
             inputs = config.embed_dim if layer == 0 else config.hidden_dim
