@@ -24,6 +24,7 @@ from torch import nn
 from torch.func import functional_call
 
 from lmcli.cells import CELL_CLASSES, RecurrentLayer
+from lmcli.clockwork import parse_periods
 from lmcli.errors import LmcliError, SettingError
 from lmcli.output import ADAPTIVE_CUTOFFS, SOFTMAXES, AdaptiveSoftmax, aligned_linear, default_cutoffs
 from lmcli.settings import check, setting
@@ -58,8 +59,17 @@ class ModelConfig:
     vocab_size: int = 0
     cell: str = setting("lstm", "Recurrent cell: rnn (tanh Elman), lstm or gru (PyTorch's fused "
                         "kernels), or a textbook variant: rnn-relu (identity-initialised), "
-                        "lstm-peephole, lstm-coupled (f = 1 - i), gru-minimal (update gate only).",
+                        "lstm-peephole, lstm-coupled (f = 1 - i), gru-minimal (update gate only), "
+                        "clockwork (modules updated every 1, 2, 4, ... steps), attention (an LSTM "
+                        "attending over its last outputs).",
                         panel=MODEL, choices=ALL_CELLS, flag="--model")
+    periods: str = setting("auto", "Clockwork module periods, fastest first, each dividing the "
+                           "largest: 1,2,4,8. auto: 1, 2, 4, ... over up to 8 modules that split "
+                           "the hidden size evenly.", panel=MODEL)
+    attn_window: int = setting(16, "Attention: how many previous outputs each step attends over.",
+                               panel=MODEL, at_least=1)
+    attn_score: str = setting("additive", "Attention scores: additive (Daniluk et al. 2017) or dot.",
+                              panel=MODEL, choices=("additive", "dot"))
     layers: int = setting(2, "Stacked recurrent layers.", panel=MODEL, at_least=1)
     embed_dim: int = setting(256, "Embedding size.", panel=MODEL, at_least=1)
     hidden_dim: int = setting(512, "Hidden state size.", panel=MODEL, at_least=1)
@@ -94,6 +104,8 @@ class ModelConfig:
         check(self)
         if not isinstance(self.vocab_size, int) or self.vocab_size < 0:
             raise SettingError(f"{{vocab_size}} must be a positive integer, got {self.vocab_size!r}")
+        if self.cell == "clockwork":
+            parse_periods(self.periods, self.hidden_dim)
         if self.softmax == "adaptive" and self.tie_weights:
             raise SettingError("{tie_weights} needs the full softmax; choose {softmax} full or "
                                "untied weights")
@@ -140,6 +152,17 @@ class ModelConfig:
         if unknown:
             raise LmcliError(f"checkpoint model config has unknown fields: {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+def cell_options(config: ModelConfig) -> dict[str, Any]:
+    """What a cell's layer class takes beyond its sizes."""
+    if config.cell == "rnn":
+        return {"nonlinearity": "tanh"}
+    if config.cell == "clockwork":
+        return {"periods": config.periods}
+    if config.cell == "attention":
+        return {"window": config.attn_window, "score": config.attn_score}
+    return {}
 
 
 def locked_dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -189,7 +212,7 @@ class RNNLM(nn.Module):
             raise LmcliError("a model needs its vocabulary size (ModelConfig.for_vocabulary)")
         self.config = config
         rnn_class = CELL_CLASSES.get(config.cell) or TORCH_CELLS[config.cell][0]
-        extra = {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
+        extra = cell_options(config)
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
         self.rnns: nn.ModuleList = nn.ModuleList(
             rnn_class(config.embed_dim if layer == 0 else config.hidden_dim, config.hidden_dim,

@@ -8,18 +8,18 @@ import math
 import pytest
 import torch
 
-from lmcli.attention import AttentionLSTMLayer
+from lmcli.attention import AttentionLSTM
 from lmcli.errors import SettingError
 
 H, K = 4, 3
 
 
-def reference(layer: AttentionLSTMLayer, x: torch.Tensor, score: str) -> torch.Tensor:
+def reference(layer: AttentionLSTM, x: torch.Tensor, score: str) -> torch.Tensor:
     """From a zero state: LSTM h_t, c_t; Y = the previous K h's; a_j = w.tanh(W_y y_j +
     W_h h_t) (or y_j.h_t/sqrt(H)); alpha = softmax(a); r = sum alpha_j y_j (0 if Y is empty);
     o_t = tanh(W_r r + W_x h_t + b)."""
     w_ih, w_hh = layer.weight_ih_l0, layer.weight_hh_l0
-    bias = layer.bias_ih_l0 + layer.bias_hh_l0
+    bias = layer.bias_l0
     batch = x.shape[0]
     h = torch.zeros(batch, H, dtype=x.dtype)
     c = torch.zeros(batch, H, dtype=x.dtype)
@@ -47,9 +47,9 @@ def reference(layer: AttentionLSTMLayer, x: torch.Tensor, score: str) -> torch.T
     return torch.stack(outputs, 1)
 
 
-def _layer(score: str, seed: int = 0) -> AttentionLSTMLayer:
+def _layer(score: str, seed: int = 0) -> AttentionLSTM:
     torch.manual_seed(seed)
-    layer = AttentionLSTMLayer(3, H, window=K, score=score).double()
+    layer = AttentionLSTM(3, H, window=K, score=score).double()
     with torch.no_grad():
         for p in layer.parameters():
             p.add_(0.3 * torch.randn_like(p))
@@ -96,7 +96,7 @@ def test_windows_carry_the_memory() -> None:
 def test_the_reference_catches_a_wrong_window() -> None:
     """The comparison fails when the layer's formula changes: here, one slot more."""
     layer = _layer("additive")
-    wider = AttentionLSTMLayer(3, H, window=K + 1).double()
+    wider = AttentionLSTM(3, H, window=K + 1).double()
     wider.load_state_dict(layer.state_dict())
     x = torch.randn(2, 7, 3, dtype=torch.float64)
     out, _ = wider(x, wider.initial_state(2, x.device, x.dtype))
@@ -105,6 +105,6 @@ def test_the_reference_catches_a_wrong_window() -> None:
 
 def test_bad_settings_are_setting_errors() -> None:
     with pytest.raises(SettingError):
-        AttentionLSTMLayer(3, 4, window=0)
+        AttentionLSTM(3, 4, window=0)
     with pytest.raises(SettingError):
-        AttentionLSTMLayer(3, 4, score="cosine")
+        AttentionLSTM(3, 4, score="cosine")

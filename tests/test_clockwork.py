@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lmcli.clockwork import ClockworkLayer, check_periods
+from lmcli.clockwork import ClockworkRNN, check_periods, parse_periods
 from lmcli.errors import SettingError
 
 PERIODS = (1, 2, 4)
@@ -35,12 +35,11 @@ def reference(x, h0, step0, w_ih, w_hh, b, periods):
     return torch.stack(outputs, 1)
 
 
-def _layer(seed: int = 0) -> ClockworkLayer:
+def _layer(seed: int = 0) -> ClockworkRNN:
     torch.manual_seed(seed)
-    layer = ClockworkLayer(3, 6, PERIODS).double()
+    layer = ClockworkRNN(3, 6, periods=PERIODS).double()
     with torch.no_grad():
-        layer.bias_ih_l0.normal_()
-        layer.bias_hh_l0.normal_()
+        layer.bias_l0.normal_()
     return layer
 
 
@@ -52,7 +51,7 @@ def test_values_and_gradients_match_the_equations(step0: int) -> None:
     state = (h0[None], torch.full((1, 2, 1), float(step0), dtype=torch.float64))
     out, (h_final, step_final) = layer(x, state)
     expected = reference(x, h0, step0, layer.weight_ih_l0, layer.weight_hh_l0,
-                         layer.bias_ih_l0 + layer.bias_hh_l0, PERIODS)
+                         layer.bias_l0, PERIODS)
     assert torch.allclose(out, expected, atol=1e-12)
     assert torch.equal(h_final[0], out[:, -1]) and float(step_final[0, 0, 0]) == (step0 + 7) % 4
     weights = torch.randn_like(out)
@@ -102,7 +101,7 @@ def test_the_reference_catches_a_wrong_mask() -> None:
     h0 = torch.randn(2, 6, dtype=torch.float64)
     out, _ = layer(x, (h0[None], torch.zeros((1, 2, 1), dtype=torch.float64)))
     expected = reference(x, h0, 0, layer.weight_ih_l0, layer.weight_hh_l0,
-                         layer.bias_ih_l0 + layer.bias_hh_l0, PERIODS)
+                         layer.bias_l0, PERIODS)
     assert not torch.allclose(out, expected, atol=1e-6)
 
 
@@ -111,3 +110,7 @@ def test_bad_periods_are_setting_errors() -> None:
         with pytest.raises(SettingError):
             check_periods(periods, hidden)
     assert check_periods([1, 2, 4], 12) == (1, 2, 4)
+    assert parse_periods("auto", 12) == (1, 2, 4, 8) and parse_periods("auto", 6) == (1, 2)
+    assert parse_periods("auto", 16) == tuple(2**i for i in range(8))
+    with pytest.raises(SettingError):
+        parse_periods("1,two", 4)
