@@ -15,6 +15,7 @@ alike); the median of --repeats timed steps after two warm-up rounds is reported
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -83,6 +84,11 @@ def main() -> None:
     seconds = median_seconds(cells, args)
     for cell in cells:
         print(f"{cell:<14} {tokens / seconds[cell]:>10,.0f} {seconds[cell] / seconds['lstm']:>11.2f}x")
+    precision = "bf16" if args.amp else "float32"
+    for cell in cells[1:]:
+        print("summary:", json.dumps({"benchmark": f"training step, --model {cell} ({precision})",
+                                      "reference": "fused lstm, same shape", "ratio": seconds["lstm"] / seconds[cell],
+                                      "tokens_per_s": tokens / seconds[cell]}))
 
 if __name__ == "__main__":
     main()

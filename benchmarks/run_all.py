@@ -37,6 +37,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "rerank": ("bench_rerank.py", [], ["--utterances", "300", "--single", "300"]),
     "encode": ("bench_encode.py", ["--size-mb", "200", "--word-types", "300000"],
                ["--size-mb", "30", "--word-types", "300000"]),
+    "cells": ("bench_cells.py", [], ["--repeats", "5", "--steps", "32"]),
     "softmax": ("bench_softmax.py", [], ["--steps", "8", "--train-steps", "300"]),
 }
 
