@@ -15,7 +15,6 @@ alike); the median of --repeats timed steps after two warm-up rounds is reported
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -74,21 +73,35 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
+    parser.add_argument("--write", type=Path, help="put the table into this markdown file's '## cells' section")
     args = parser.parse_args()
     cells = ["lstm", *[c for c in args.cells if c != "lstm"]]
     tokens = args.batch * args.steps
-    print(f"{args.layers} layers x {args.hidden}, batch {args.batch} x {args.steps} steps, "
-          f"{'bf16 autocast' if args.amp else 'float32'}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}")
+    header = (f"{args.layers} layers x {args.hidden}, batch {args.batch} x {args.steps} steps, "
+              f"{'bf16 autocast' if args.amp else 'float32'}, {torch.get_num_threads()} threads, "
+              f"torch {torch.__version__}, {args.repeats} repeats")
+    print(header)
     print(f"{'cell':<14} {'tokens/s':>10} {'time / lstm':>12}")
     seconds = median_seconds(cells, args)
     for cell in cells:
         print(f"{cell:<14} {tokens / seconds[cell]:>10,.0f} {seconds[cell] / seconds['lstm']:>11.2f}x")
-    precision = "bf16" if args.amp else "float32"
-    for cell in cells[1:]:
-        print("summary:", json.dumps({"benchmark": f"training step, --model {cell} ({precision})",
-                                      "reference": "fused lstm, same shape", "ratio": seconds["lstm"] / seconds[cell],
-                                      "tokens_per_s": tokens / seconds[cell]}))
+    if args.write:
+        write_section(args.write, header, [(cell, tokens / seconds[cell], seconds[cell] / seconds["lstm"])
+                                           for cell in cells])
+
+
+def write_section(path: Path, header: str, rows: list[tuple[str, float, float]]) -> None:
+    """Replace (or add) the ``## cells`` section of a markdown file (run_all.py keeps it)."""
+    command = "python " + " ".join(["benchmarks/bench_cells.py", *sys.argv[1:]])
+    section = ["## cells", "", f"`{command}`", "", header + ".", "",
+               "Training step (forward and backward through the recurrent layers) of each cell against "
+               "PyTorch's fused `lstm` at the same shape, median of the repeats, the cells taking turns.",
+               "", "| cell | tokens/s | time / lstm |", "|---|---:|---:|",
+               *[f"| {cell} | {rate:,.0f} | {ratio:.2f}x |" for cell, rate, ratio in rows], ""]
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    start = next((i for i, line in enumerate(lines) if line.strip() == "## cells"), len(lines))
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    path.write_text("\n".join(lines[:start] + section + lines[end:]) + "\n", encoding="utf-8")
 
 if __name__ == "__main__":
     main()

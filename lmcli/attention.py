@@ -75,39 +75,45 @@ class AttentionLSTM(RecurrentLayer):
                      for size in self.state_sizes(self.hidden_size, self.window))
 
     def scan(self, projected: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
+        """The LSTM runs step by step; the attention, which never feeds back into it, then
+        reads every step's window at once."""
         batch, hidden, window = projected.shape[1], self.hidden_size, self.window
-        h, c, memory, filled = state[0], state[1], state[2].reshape(batch, window, hidden), state[3][:, 0]
-        keys = self.memory_proj(memory) if self.score == "additive" else memory
+        h, c = state[0], state[1]
+        memory, filled = state[2].reshape(batch, window, hidden), state[3][:, 0]
         recurrent = self.weight_hh_l0.t()
-        slots = torch.arange(window, device=projected.device)
-        outputs = []
+        hs = []
         for inputs in projected:  # (batch, 4 * hidden)
             i, f, g, o = torch.addmm(inputs, h, recurrent).chunk(4, 1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(c)
-            held = slots[None, :] >= window - filled[:, None]  # the newest `filled` slots
-            outputs.append(self._attend(h, memory, keys, held))
-            memory = torch.cat([memory[:, 1:], h[:, None].to(memory.dtype)], 1)
-            new_key = self.memory_proj(h) if self.score == "additive" else h
-            keys = torch.cat([keys[:, 1:], new_key[:, None].to(keys.dtype)], 1)
-            filled = torch.clamp(filled + 1, max=window)
-        return torch.stack(outputs), (h, c, memory.reshape(batch, window * hidden), filled[:, None])
+            hs.append(h)
+        steps = torch.stack(hs)  # (time, batch, hidden)
+        # Memory then this window's outputs: step t reads entries t .. t+K-1 of it.
+        sequence = torch.cat([memory.transpose(0, 1).to(steps.dtype), steps])  # (K + time, batch, hidden)
+        outputs = self._attend(steps, sequence, filled)
+        kept = sequence[-window:].transpose(0, 1).reshape(batch, window * hidden)
+        filled = torch.clamp(filled + len(hs), max=window)
+        return outputs, (h, c, kept, filled[:, None])
 
-    def _attend(self, h: torch.Tensor, memory: torch.Tensor, keys: torch.Tensor, held: torch.Tensor
-                ) -> torch.Tensor:
-        """o_t from h_t and the held outputs (alpha over held slots only; r = 0 if none)."""
+    def _attend(self, steps: torch.Tensor, sequence: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
+        """o_t for every step: alpha over the held entries of its window only (r = 0 if none)."""
+        time, window = steps.shape[0], self.window
+        values = sequence.unfold(0, window, 1)[:time].permute(0, 1, 3, 2)  # (time, batch, K, hidden)
         if self.score == "additive":
-            scores = torch.tanh(keys + self.query_proj(h)[:, None]) @ self.score_vector.to(keys.dtype)
+            keys = self.memory_proj(sequence).unfold(0, window, 1)[:time].permute(0, 1, 3, 2)
+            scores = torch.tanh(keys + self.query_proj(steps)[:, :, None]) @ self.score_vector.to(keys.dtype)
         else:
-            scores = (keys @ h[:, :, None].to(keys.dtype))[:, :, 0] / math.sqrt(self.hidden_size)
+            scores = (values @ steps[..., None].to(values.dtype))[..., 0] / math.sqrt(self.hidden_size)
         if scores.dtype in (torch.float16, torch.bfloat16):  # autocast: the softmax in float32
             scores = scores.float()
+        position = torch.arange(time, device=steps.device)[:, None] + torch.arange(window, device=steps.device)
+        held = position[:, None, :] >= window - filled[None, :, None]  # (time, batch, K)
         scores = scores.masked_fill(~held, float("-inf"))
-        top = scores.max(1, keepdim=True).values
+        top = scores.max(-1, keepdim=True).values
         weights = torch.exp(scores - torch.where(torch.isfinite(top), top, torch.zeros_like(top)))
-        alpha = weights / weights.sum(1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
-        read = (alpha[:, :, None].to(memory.dtype) * memory).sum(1)
-        return torch.tanh(self.read_proj(read) + self.out_proj(h))
+        alpha = weights / weights.sum(-1, keepdim=True).clamp_min(torch.finfo(weights.dtype).tiny)
+        read = (alpha[..., None, :].to(values.dtype) @ values)[..., 0, :]  # (time, batch, hidden)
+        return torch.tanh(self.read_proj(read) + self.out_proj(steps))
 
     def extra_repr(self) -> str:
         return f"{self.input_size}, {self.hidden_size}, window={self.window}, score={self.score}"

@@ -236,13 +236,3 @@ CELL_CLASSES: dict[str, type[RecurrentLayer]] = {
 }
 """The cells of this module by their ``--model`` names."""
 
-
-def _register_late() -> None:
-    """The cells with modules of their own (they build on RecurrentLayer, so they import
-    this module: registered once it is complete)."""
-    from lmcli.attention import AttentionLSTM
-    from lmcli.clockwork import ClockworkRNN
-    CELL_CLASSES.update({"clockwork": ClockworkRNN, "attention": AttentionLSTM})
-
-
-_register_late()

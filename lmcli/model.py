@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from lmcli.attention import AttentionLSTM
 from lmcli.cells import CELL_CLASSES, RecurrentLayer
-from lmcli.clockwork import parse_periods
+from lmcli.clockwork import ClockworkRNN, parse_periods
 from lmcli.errors import LmcliError, SettingError
 from lmcli.output import ADAPTIVE_CUTOFFS, SOFTMAXES, AdaptiveSoftmax, aligned_linear, default_cutoffs
 from lmcli.settings import check, setting
@@ -34,7 +35,11 @@ TORCH_CELLS: dict[str, tuple[type[nn.RNNBase], int, int]] = {
     "rnn": (nn.RNN, 1, 1), "lstm": (nn.LSTM, 4, 2), "gru": (nn.GRU, 3, 1)}
 """The cells PyTorch ships (its fused kernels run them): module, gate blocks, state parts."""
 CELLS = tuple(TORCH_CELLS)
-ALL_CELLS = (*CELLS, *CELL_CLASSES)
+LAYER_CLASSES: dict[str, type[RecurrentLayer]] = {**CELL_CLASSES, "clockwork": ClockworkRNN,
+                                                   "attention": AttentionLSTM}
+"""lmcli's own cells by their ``--model`` names: those of :mod:`lmcli.cells` and the two
+with modules of their own."""
+ALL_CELLS = (*CELLS, *LAYER_CLASSES)
 """Every ``--model`` value: PyTorch's cells, then those of :mod:`lmcli.cells`."""
 State = tuple[torch.Tensor, ...]
 """The recurrent state, a tuple of parts, each (layers, batch, part size): (h,) for rnn and
@@ -211,7 +216,7 @@ class RNNLM(nn.Module):
         if not config.vocab_size:
             raise LmcliError("a model needs its vocabulary size (ModelConfig.for_vocabulary)")
         self.config = config
-        rnn_class = CELL_CLASSES.get(config.cell) or TORCH_CELLS[config.cell][0]
+        rnn_class = LAYER_CLASSES.get(config.cell) or TORCH_CELLS[config.cell][0]
         extra = cell_options(config)
         self.embedding = nn.Embedding(config.vocab_size, config.embed_dim)
         self.rnns: nn.ModuleList = nn.ModuleList(
@@ -383,7 +388,7 @@ class RNNLM(nn.Module):
         cluster i (training computes a tail only for those rows); without it, every tail
         counts for every token, as when scoring the whole distribution."""
         config = self.config
-        cell_class = CELL_CLASSES.get(config.cell)
+        cell_class = LAYER_CLASSES.get(config.cell)
         gates = cell_class.gates if cell_class is not None else TORCH_CELLS[config.cell][1]
         macs = 0.0
         for layer in range(config.layers):

@@ -20,7 +20,7 @@ from lmcli import checkpoint as ckpt
 from lmcli.cells import CELL_CLASSES, CoupledLSTM, RecurrentLayer
 from lmcli.cli import app
 from lmcli.corpus import DataConfig
-from lmcli.model import RNNLM, ModelConfig, detach_state
+from lmcli.model import LAYER_CLASSES, RNNLM, ModelConfig, detach_state
 from lmcli.train import RunRequest, TrainConfig, resume_run, start_run
 
 from conftest import POEM_LINES, corpus_file, stop_after, weights
@@ -228,21 +228,21 @@ def toy(cell: str, **kwargs) -> RNNLM:
                                 "hidden_dim": H, "dropout": 0.0, **kwargs}))
 
 
-@pytest.mark.parametrize("cell", CELL_CLASSES)
+@pytest.mark.parametrize("cell", LAYER_CLASSES)
 def test_model_state_and_carried_windows(cell: str) -> None:
     """The state has the parts the layer class declares, (layers, batch, size) each; two
     windows with the state carried equal one pass."""
     model = toy(cell).eval()
     tokens = torch.randint(0, V, (N, 2 * T))
     whole, state = model(tokens)
-    sizes = CELL_CLASSES[cell].state_sizes(H)
+    sizes = LAYER_CLASSES[cell].state_sizes(H)
     assert [s.shape for s in state] == [(2, N, size) for size in sizes]
     first, carried = model(tokens[:, :T])
     second, _ = model(tokens[:, T:], detach_state(carried))
     torch.testing.assert_close(torch.cat([first, second], 1), whole)
 
 
-@pytest.mark.parametrize("cell", CELL_CLASSES)
+@pytest.mark.parametrize("cell", LAYER_CLASSES)
 def test_regularisers_autocast_and_checkpoint_weights(cell: str) -> None:
     """Weight-drop changes training passes and trains the raw U; tied weights; bf16
     autocast runs and keeps the state's dtype; the weights load back (weights_only)."""
@@ -285,7 +285,7 @@ def pipeline_request(tmp_path: Path, cell: str, level: str) -> RunRequest:
 
 
 @pytest.mark.parametrize("level", ["word", "char"])
-@pytest.mark.parametrize("cell", CELL_CLASSES)
+@pytest.mark.parametrize("cell", LAYER_CLASSES)
 def test_train_resume_and_use(tmp_path: Path, cell: str, level: str) -> None:
     """lmcli train for a few steps, interrupted and resumed (bit-exact with a straight
     run), then info, eval, score, generate and rerank through the command line."""
@@ -317,7 +317,7 @@ def test_train_resume_and_use(tmp_path: Path, cell: str, level: str) -> None:
     assert torch.load(run / ckpt.BEST, weights_only=True)["model_config"]["cell"] == cell
 
 
-@pytest.mark.parametrize("cell", CELL_CLASSES)
+@pytest.mark.parametrize("cell", LAYER_CLASSES)
 def test_train_help_and_model_flag(cell: str) -> None:
     runner = CliRunner()
     assert cell in runner.invoke(app, ["train", "--help"]).stdout
