@@ -25,8 +25,10 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from lmcli.model import ALL_CELLS, RNNLM, ModelConfig
+from sections import replace_section
 
 
 def training_step(cell: str, args: argparse.Namespace) -> Callable[[], float]:
@@ -94,14 +96,11 @@ def write_section(path: Path, header: str, rows: list[tuple[str, float, float]])
     """Replace (or add) the ``## cells`` section of a markdown file (run_all.py keeps it)."""
     command = "python " + " ".join(["benchmarks/bench_cells.py", *sys.argv[1:]])
     section = ["## cells", "", f"`{command}`", "", header + ".", "",
-               "Training step (forward and backward through the recurrent layers) of each cell against "
-               "PyTorch's fused `lstm` at the same shape, median of the repeats, the cells taking turns.",
+               ("Training step (forward and backward through the recurrent layers) of each cell against "
+                "PyTorch's fused `lstm` at the same shape, median of the repeats, the cells taking turns."),
                "", "| cell | tokens/s | time / lstm |", "|---|---:|---:|",
                *[f"| {cell} | {rate:,.0f} | {ratio:.2f}x |" for cell, rate, ratio in rows], ""]
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    start = next((i for i, line in enumerate(lines) if line.strip() == "## cells"), len(lines))
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    path.write_text("\n".join(lines[:start] + section + lines[end:]) + "\n", encoding="utf-8")
+    replace_section(path, "cells", section)
 
 if __name__ == "__main__":
     main()

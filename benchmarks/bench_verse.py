@@ -32,6 +32,7 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from lmcli import checkpoint as ckpt  # noqa: E402
 from lmcli import rhyme  # noqa: E402
@@ -39,6 +40,7 @@ from lmcli.novelty import NoveltyIndex, index_for_checkpoint  # noqa: E402
 from lmcli.sampling import SamplingConfig, generate  # noqa: E402
 from lmcli.forms import usual_shapes
 from lmcli.verse import build_plan  # noqa: E402
+from sections import replace_section  # noqa: E402
 
 WAYS = {
     "plain": {},
@@ -148,10 +150,7 @@ def write_section(path: Path, header: str, table: list[str]) -> None:
     doc = __doc__.split("\n\n    python")[0].split("\n\n", 1)[1].strip()
     section = ["## verse", "", f"`{command}`", "", header + ".", "", doc, "",
                "Each cell: mean over the seeds (lowest-highest).", "", *table, ""]
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    start = next((i for i, line in enumerate(lines) if line.strip() == "## verse"), len(lines))
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    path.write_text("\n".join(lines[:start] + section + lines[end:]) + "\n", encoding="utf-8")
+    replace_section(path, "verse", section)
 
 
 if __name__ == "__main__":
