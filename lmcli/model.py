@@ -347,12 +347,12 @@ class RNNLM(nn.Module):
             x = self.projection(x)
         return x, new_state, activations
 
-    @torch.compiler.disable
     def _run_layers(self, x: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
         """The recurrent layers (batch, time, embed) -> (batch, time, hidden), with locked
-        dropout between them, and their final states. Opaque to torch.compile: Dynamo does
-        not trace RNN modules, and a graph break inside this loop would make it give up on
-        the whole forward pass; outside it, what comes before and after compiles."""
+        dropout between them, and their final states. Opaque to torch.compile
+        (:func:`lmcli.train.step.compile_step` makes it so): Dynamo does not trace RNN
+        modules, and a graph break inside this loop would make it give up on the whole
+        forward pass; outside it, what comes before and after compiles."""
         config = self.config
         finals: list[tuple[torch.Tensor, ...]] = []
         for layer, rnn in enumerate(self.rnns):

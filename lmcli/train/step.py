@@ -89,6 +89,11 @@ def compile_step(module: nn.Module) -> Callable[..., Any]:
     once. A compiler that cannot run here is one clear error at the first step."""
     from torch._dynamo.exc import TorchDynamoException  # imported only when compiling
 
+    # Marked here, not with a decorator in model.py: the decorator imports Dynamo, which
+    # costs every lmcli command most of a second of start-up.
+    for model in module.modules():
+        if isinstance(model, RNNLM):
+            model._run_layers = torch.compiler.disable(model._run_layers)  # type: ignore[method-assign]
     compiled = torch.compile(module, dynamic=False)
 
     def step(*args: Any) -> Any:
