@@ -34,6 +34,7 @@ class RecurrentLayer(nn.Module):
     over the precomputed input products) and, for more state than h, :meth:`state_sizes`."""
 
     gates: ClassVar[int] = 1
+    state_parts: ClassVar[int] = 1  # hidden-sized parts of the state: (h,), (h, c)
 
     def __init__(self, input_size: int, hidden_size: int, batch_first: bool = True) -> None:
         super().__init__()
@@ -52,8 +53,8 @@ class RecurrentLayer(nn.Module):
 
     @classmethod
     def state_sizes(cls, hidden_size: int) -> tuple[int, ...]:
-        """The size of each part of the carried state (h only, by default)."""
-        return (hidden_size,)
+        """The size of each part of the carried state: ``state_parts`` of the hidden size."""
+        return (hidden_size,) * cls.state_parts
 
     def initial_state(self, batch_size: int, device: torch.device | None = None,
                       dtype: torch.dtype | None = None) -> State:
@@ -138,9 +139,7 @@ class PeepholeLSTM(RecurrentLayer):
     def add_parameters(self) -> None:
         self.weight_peephole_l0 = nn.Parameter(torch.empty(3, self.hidden_size))
 
-    @classmethod
-    def state_sizes(cls, hidden_size: int) -> tuple[int, ...]:
-        return (hidden_size, hidden_size)
+    state_parts = 2  # (h, c)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -180,9 +179,7 @@ class CoupledLSTM(RecurrentLayer):
 
     gates = 3
 
-    @classmethod
-    def state_sizes(cls, hidden_size: int) -> tuple[int, ...]:
-        return (hidden_size, hidden_size)
+    state_parts = 2  # (h, c)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
