@@ -51,10 +51,9 @@ MAX_INDEX_TOKENS = 200_000_000
 sorting them takes twice that, on top of the trainer's own memory (figures in
 benchmarks/quality/FINDINGS.md)."""
 _CHUNK = 1 << 20  # tokens hashed at once while building: bounds the arrays in flight
-_BASE = 0x9E3779B97F4A7C15  # odd, so invertible mod 2**64: a run's hash needs B**-a
-_BASE_INVERSE = pow(_BASE, -1, 2**64)
+HASH_BASE = 0x9E3779B97F4A7C15  # odd, so invertible mod 2**64: a run's hash needs B**-a
+_BASE_INVERSE = pow(HASH_BASE, -1, 2**64)
 UNIT, SEPARATOR, END, UNKNOWN = 0, 1, 2, 3  # what a token is to novelty
-_GUARDED_LINE = 256  # the longest stretch the sampler's guard compares with training lines
 
 
 def span_for(level: str) -> int:
@@ -151,7 +150,7 @@ class _Units:
         """hash(starts, ends): the hashes of the unit runs [start, end)."""
         count = len(self.codes)
         prefix = np.zeros(count + 1, dtype=np.uint64)
-        np.cumsum(self.codes * _powers(_BASE, count), out=prefix[1:])
+        np.cumsum(self.codes * _powers(HASH_BASE, count), out=prefix[1:])
         inverse = _powers(_BASE_INVERSE, count)
         return lambda starts, ends: (prefix[ends] - prefix[starts]) * inverse[starts]
 
@@ -190,7 +189,7 @@ def _union(parts: list[np.ndarray]) -> np.ndarray:
     return _sorted_unique(values)
 
 
-def _member(table: np.ndarray, values: np.ndarray) -> np.ndarray:
+def member(table: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Whether each value is in the sorted array ``table``."""
     if not len(table):
         return np.zeros(len(values), dtype=bool)
@@ -326,12 +325,12 @@ class NoveltyIndex:
         span = self.span
         hits = units.windows(span)
         starts = np.flatnonzero(hits)
-        hits[starts] = _member(self.runs, hash_of(starts, starts + span))
+        hits[starts] = member(self.runs, hash_of(starts, starts + span))
         first, count = _longest_true(hits)
         length = count + span - 1 if count else 0
         text = self._text(tokens, units, first, first + length) if length else ""
         line_starts, line_ends = units.lines(self.tokenizer.level == "char")
-        found = np.flatnonzero(_member(self.lines, hash_of(line_starts, line_ends)))
+        found = np.flatnonzero(member(self.lines, hash_of(line_starts, line_ends)))
         line = None
         if len(found):  # the earliest line; of two starting together, the longer
             best = found[np.lexsort((-line_ends[found], line_starts[found]))[0]]
@@ -343,67 +342,6 @@ class NoveltyIndex:
         included."""
         first, last = int(units.positions[start]), int(units.positions[end - 1])
         return self.tokenizer.decode(tokens[first:last + 1].tolist())
-
-
-class NoveltyGuard:
-    """Keeps samples from copying while they are drawn: whether a token chosen for each
-    sample would complete a run of ``span`` units, or a verse line, found in the training
-    text. The sampler then draws again without it, which draws from the same distribution
-    with the copying tokens removed, at the cost of one lookup per sample and step.
-
-    A verse line only counts once it ends, but its end may be forced (a form's mark), so the
-    guard refuses the unit that would make the current stretch equal to a training line,
-    whether or not the line ends there: conservative, and never a dead end of its own."""
-
-    def __init__(self, index: NoveltyIndex, rows: int) -> None:
-        self.index = index
-        self._kinds = index._kinds
-        self._powers = [pow(_BASE, k, 2**64) for k in range(_GUARDED_LINE + 1)]
-        self._line: list[list[int]] = [[] for _ in range(rows)]  # units since <EOS> (or <UNK>)
-        self._segment: list[list[int]] = [[] for _ in range(rows)]  # units since a separator
-
-    def _hash(self, units: list[int], then: int) -> int:
-        """The index's hash of ``units`` followed by the unit ``then``."""
-        powers = self._powers
-        total = sum((u + 1) * powers[k] for k, u in enumerate(units))
-        return (total + (then + 1) * powers[len(units)]) % 2**64
-
-    def refuses(self, token_ids: list[int]) -> np.ndarray:
-        """(rows,) bool: whether each row's token would copy."""
-        span = self.index.span
-        runs: tuple[list[int], list[int]] = ([], [])  # rows, hashes
-        lines: tuple[list[int], list[int]] = ([], [])
-        for row, token in enumerate(token_ids):
-            if self._kinds[token] != UNIT:
-                continue
-            line, segment = self._line[row], self._segment[row]
-            if len(line) >= span - 1:
-                runs[0].append(row)
-                runs[1].append(self._hash(line[len(line) - span + 1:], token))
-            if MIN_LINE_UNITS - 1 <= len(segment) < _GUARDED_LINE:
-                lines[0].append(row)
-                lines[1].append(self._hash(segment, token))
-        out = np.zeros(len(token_ids), dtype=bool)
-        for (rows, hashes), table in ((runs, self.index.runs), (lines, self.index.lines)):
-            if rows:
-                out[rows] |= _member(table, np.asarray(hashes, dtype=np.uint64))
-        return out
-
-    def advance(self, token_ids: list[int]) -> None:
-        for row, token in enumerate(token_ids):
-            kind = self._kinds[token]
-            if kind == UNIT:
-                self._line[row].append(token)
-                self._segment[row].append(token)
-            elif kind == SEPARATOR:
-                self._segment[row] = []
-            else:  # <EOS> or <UNK>: nothing runs across it
-                self._line[row], self._segment[row] = [], []
-
-    def feed(self, token_ids: list[int]) -> None:
-        """The same tokens (a prime) for every row."""
-        for token in token_ids:
-            self.advance([token] * len(self._line))
 
 
 # ----------------------------------------------------------------------------- run folders

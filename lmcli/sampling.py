@@ -19,7 +19,8 @@ from lmcli.model import RNNLM
 from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
 from lmcli.verse import VerseConstraint, VersePlan, verse_lines
 
-from lmcli.novelty import Copied, NoveltyGuard, NoveltyIndex
+from lmcli.copyguard import NoveltyGuard
+from lmcli.novelty import Copied, NoveltyIndex
 
 
 @dataclass

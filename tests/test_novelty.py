@@ -156,7 +156,7 @@ def test_hashes_are_the_polynomial_mod_two_to_the_64() -> None:
     kinds = np.zeros(10, dtype=np.uint8)
     hash_of = novelty._Units.of(ids, kinds).hasher()
     got = hash_of(np.array([1]), np.array([4]))[0]
-    expected = sum((int(i) + 1) * novelty._BASE ** k for k, i in enumerate(ids[1:4])) % 2**64
+    expected = sum((int(i) + 1) * novelty.HASH_BASE ** k for k, i in enumerate(ids[1:4])) % 2**64
     assert int(got) == expected
 
 
