@@ -22,6 +22,7 @@ newest output last, and (1, batch, 1) the number of outputs held (at most K).
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,6 +47,10 @@ class AttentionLSTM(RecurrentLayer):
             raise SettingError(f"{{attn_score}} must be one of {', '.join(SCORES)}, got {score!r}")
         self.window, self.score = window, score
         super().__init__(input_size, hidden_size, batch_first)
+
+    @classmethod
+    def options(cls, config: Any) -> dict[str, Any]:
+        return {"window": config.attn_window, "score": config.attn_score}
 
     def add_parameters(self) -> None:
         hidden = self.hidden_size

@@ -21,7 +21,7 @@ gate arithmetic.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -47,6 +47,12 @@ class RecurrentLayer(nn.Module):
         self.bias_l0 = nn.Parameter(torch.empty(rows))
         self.add_parameters()
         self.reset_parameters()
+
+    @classmethod
+    def options(cls, config: Any) -> dict[str, Any]:
+        """What the layer takes from a ModelConfig beyond its sizes, checked (a SettingError
+        names what is wrong): nothing, for most cells."""
+        return {}
 
     def add_parameters(self) -> None:
         """Where a cell registers parameters beyond W, U and b (before they are set)."""

@@ -21,6 +21,7 @@ beyond any period.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -64,6 +65,10 @@ class ClockworkRNN(RecurrentLayer):
         self.periods = (parse_periods(periods, hidden_size) if isinstance(periods, str)
                         else check_periods(periods, hidden_size))
         super().__init__(input_size, hidden_size, batch_first)
+
+    @classmethod
+    def options(cls, config: Any) -> dict[str, Any]:
+        return {"periods": parse_periods(config.periods, config.hidden_dim)}
 
     def add_parameters(self) -> None:
         size = self.hidden_size // len(self.periods)

@@ -25,7 +25,7 @@ from torch.func import functional_call
 
 from lmcli.attention import AttentionLSTM
 from lmcli.cells import CELL_CLASSES, RecurrentLayer
-from lmcli.clockwork import ClockworkRNN, parse_periods
+from lmcli.clockwork import ClockworkRNN
 from lmcli.errors import LmcliError, SettingError
 from lmcli.output import ADAPTIVE_CUTOFFS, SOFTMAXES, AdaptiveSoftmax, aligned_linear, default_cutoffs
 from lmcli.settings import check, setting
@@ -109,8 +109,7 @@ class ModelConfig:
         check(self)
         if not isinstance(self.vocab_size, int) or self.vocab_size < 0:
             raise SettingError(f"{{vocab_size}} must be a positive integer, got {self.vocab_size!r}")
-        if self.cell == "clockwork":
-            parse_periods(self.periods, self.hidden_dim)
+        cell_options(self)  # the cell's own settings, checked against the shape
         if self.softmax == "adaptive" and self.tie_weights:
             raise SettingError("{tie_weights} needs the full softmax; choose {softmax} full or "
                                "untied weights")
@@ -160,14 +159,10 @@ class ModelConfig:
 
 
 def cell_options(config: ModelConfig) -> dict[str, Any]:
-    """What a cell's layer class takes beyond its sizes."""
-    if config.cell == "rnn":
-        return {"nonlinearity": "tanh"}
-    if config.cell == "clockwork":
-        return {"periods": config.periods}
-    if config.cell == "attention":
-        return {"window": config.attn_window, "score": config.attn_score}
-    return {}
+    """What a cell's layer class takes beyond its sizes (lmcli's own cells say it)."""
+    if config.cell in LAYER_CLASSES:
+        return LAYER_CLASSES[config.cell].options(config)
+    return {"nonlinearity": "tanh"} if config.cell == "rnn" else {}
 
 
 def locked_dropout(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
