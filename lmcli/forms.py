@@ -66,6 +66,11 @@ def parse_form(text: str) -> Form:
     return _tune_form(tune)
 
 
+def _mark(line: int, count: int) -> str:
+    """，after odd lines and 。after even ones, as the regulated forms punctuate; 。 last."""
+    return COMMA if line % 2 == 0 and line < count - 1 else STOP
+
+
 def _check_lengths(lengths: Sequence[int]) -> None:
     if not lengths or len(lengths) > 64 or not all(1 <= n <= 64 for n in lengths):
         raise SettingError("{form}: line lengths go from 1 to 64, and a poem has 1 to 64 lines")
@@ -73,7 +78,7 @@ def _check_lengths(lengths: Sequence[int]) -> None:
 
 def _regular_form(length: int, count: int, name: str) -> Form:
     _check_lengths([length] * count)
-    lines = tuple(LineSpec(length, COMMA if i % 2 == 0 and i < count - 1 else STOP,
+    lines = tuple(LineSpec(length, _mark(i, count),
                            "A" if i % 2 == 1 or (i == 0 and length == 7) else None)
                   for i in range(count))
     return Form(lines=lines, level_rhymes=True, name=name)
@@ -82,7 +87,7 @@ def _regular_form(length: int, count: int, name: str) -> Form:
 def _list_form(lengths: Sequence[int], name: str) -> Form:
     _check_lengths(lengths)
     count = len(lengths)
-    lines = tuple(LineSpec(n, COMMA if i % 2 == 0 and i < count - 1 else STOP, "A" if i % 2 == 1 else None)
+    lines = tuple(LineSpec(n, _mark(i, count), "A" if i % 2 == 1 else None)
                   for i, n in enumerate(lengths))
     return Form(lines=lines, name=name)
 
@@ -112,7 +117,7 @@ def with_scheme(form: Form, scheme: str | None) -> Form:
             raise SettingError(f"{{rhyme}} {scheme} has {len(letters)} letters for a form of "
                                f"{len(form.lines)} lines")
         return replace(form, lines=tuple(replace(line, rhyme=letter) for line, letter in zip(form.lines, letters)))
-    return replace(form, lines=tuple(LineSpec(None, COMMA if i % 2 == 0 and i < len(letters) - 1 else STOP, letter)
+    return replace(form, lines=tuple(LineSpec(None, _mark(i, len(letters)), letter)
                                      for i, letter in enumerate(letters)))
 
 
@@ -123,7 +128,7 @@ def with_acrostic(form: Form, heads: Sequence[str]) -> Form:
                                "lines; give one per line")
         return replace(form, lines=tuple(replace(line, head=h) for line, h in zip(form.lines, heads)))
     count = len(heads)
-    lines = tuple(LineSpec(None, COMMA if i % 2 == 0 and i < count - 1 else STOP,
+    lines = tuple(LineSpec(None, _mark(i, count),
                            "A" if i % 2 == 1 and count > 1 else None, head=h) for i, h in enumerate(heads))
     return replace(form, lines=lines, counts=())
 

@@ -14,13 +14,12 @@ from dataclasses import dataclass, replace
 import torch
 
 from lmcli import errors
+from lmcli.copyguard import NoveltyGuard
 from lmcli.errors import LmcliError, SettingError
 from lmcli.model import RNNLM
+from lmcli.novelty import Copied, NoveltyIndex
 from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
 from lmcli.verse import VerseConstraint, VersePlan, verse_lines
-
-from lmcli.copyguard import NoveltyGuard
-from lmcli.novelty import Copied, NoveltyIndex
 
 
 @dataclass
@@ -226,9 +225,8 @@ def generate(model: RNNLM, tokenizer: Tokenizer, *, prime: str = "", num_samples
         if not pending:
             break
         pending = pending[:max(1, MAX_ROWS // best_of)]  # a batch of at most MAX_ROWS rows
-        drawn = _draw(model, start, len(pending) * best_of, config, generator,
-                      _constraint(plan, start, len(pending) * best_of),
-                      _guard(novelty, start, len(pending) * best_of))
+        rows = len(pending) * best_of
+        drawn = _draw(model, start, rows, config, generator, *_followers(plan, novelty, start, rows))
         for slot, index in enumerate(pending):
             tries[index] += 1
             candidates = [_finish(tokenizer, start, ids, lp, plan, novelty)
@@ -242,20 +240,16 @@ def generate(model: RNNLM, tokenizer: Tokenizer, *, prime: str = "", num_samples
     return [s for s in chosen if s is not None]
 
 
-def _guard(novelty: NoveltyIndex | None, start: _Start, rows: int) -> NoveltyGuard | None:
-    if novelty is None:
-        return None
-    guard = NoveltyGuard(novelty, rows)
-    guard.feed(start.prime_ids)
-    return guard
-
-
-def _constraint(plan: VersePlan | None, start: _Start, rows: int) -> VerseConstraint | None:
-    if plan is None:
-        return None
-    constraint = VerseConstraint(plan, rows)
-    constraint.feed(start.prime_ids)
-    return constraint
+def _followers(plan: VersePlan | None, novelty: NoveltyIndex | None, start: _Start, rows: int
+               ) -> tuple[VerseConstraint | None, NoveltyGuard | None]:
+    """What follows ``rows`` samples through their tokens (the form; copies), the prime
+    already fed to them."""
+    constraint = VerseConstraint(plan, rows) if plan is not None else None
+    guard = NoveltyGuard(novelty, rows) if novelty is not None else None
+    for follower in (constraint, guard):
+        if follower is not None:
+            follower.feed(start.prime_ids)
+    return constraint, guard
 
 
 def _check_prime(plan: VersePlan, prime_ids: list[int], tokenizer: Tokenizer) -> None:
