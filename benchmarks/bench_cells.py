@@ -30,13 +30,17 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from lmcli.model import ALL_CELLS, RNNLM, ModelConfig
 from sections import replace_section
 
+# Rows beyond the cells' defaults: a label, the cell, and its other settings.
+VARIANTS: dict[str, tuple[str, dict[str, object]]] = {"attention-dot": ("attention", {"attn_score": "dot"})}
 
-def training_step(cell: str, args: argparse.Namespace) -> Callable[[], float]:
+
+def training_step(row: str, args: argparse.Namespace) -> Callable[[], float]:
     """A function that runs one forward + backward pass through the recurrent layers of a
-    fresh model of ``cell`` and returns its seconds."""
+    fresh model of the row's cell and returns its seconds."""
     torch.manual_seed(0)
+    cell, settings = VARIANTS.get(row, (row, {}))
     model = RNNLM(ModelConfig(vocab_size=16, cell=cell, layers=args.layers, embed_dim=args.hidden,
-                              hidden_dim=args.hidden, dropout=0.0)).train()
+                              hidden_dim=args.hidden, dropout=0.0, **settings)).train()
     x = torch.randn(args.batch, args.steps, args.hidden, requires_grad=True)
     state = model.initial_state(args.batch)
 
@@ -68,7 +72,8 @@ def median_seconds(cells: list[str], args: argparse.Namespace) -> dict[str, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", nargs="+", default=list(ALL_CELLS), choices=ALL_CELLS)
+    parser.add_argument("--cells", nargs="+", default=[*ALL_CELLS, *VARIANTS],
+                        choices=[*ALL_CELLS, *VARIANTS])
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
@@ -97,7 +102,9 @@ def write_section(path: Path, header: str, rows: list[tuple[str, float, float]])
     command = "python " + " ".join(["benchmarks/bench_cells.py", *sys.argv[1:]])
     section = ["## cells", "", f"`{command}`", "", header + ".", "",
                ("Training step (forward and backward through the recurrent layers) of each cell against "
-                "PyTorch's fused `lstm` at the same shape, median of the repeats, the cells taking turns."),
+                "PyTorch's fused `lstm` at the same shape, median of the repeats, the cells taking turns. "
+                "`attention` is its default additive score over a window of 16, `attention-dot` the "
+                "dot-product score."),
                "", "| cell | tokens/s | time / lstm |", "|---|---:|---:|",
                *[f"| {cell} | {rate:,.0f} | {ratio:.2f}x |" for cell, rate, ratio in rows], ""]
     replace_section(path, "cells", section)

@@ -28,6 +28,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = REPO / "benchmarks"
+sys.path.insert(0, str(HERE))
+
+from sections import kept_sections
 QUALITY_TRAIN = HERE / ".cache" / "quality" / "train.txt"
 
 # name -> (script, arguments, arguments with --quick)
@@ -112,19 +115,6 @@ def absolute_cell(summary: dict) -> str:
 KEPT = ("verse", "cells")
 
 
-def kept_sections(path: Path) -> list[str]:
-    """The lines of ``path``'s KEPT sections, each up to the next ``## `` heading."""
-    if not path.is_file():
-        return []
-    kept, keeping = [], False
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.startswith("## "):
-            keeping = line[3:].strip() in KEPT
-        if keeping:
-            kept.append(line)
-    return kept + ([""] if kept else [])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: minutes, not tens of minutes")
@@ -159,7 +149,7 @@ def main() -> None:
     ]
     for name, command, output in sections:
         lines += [f"## {name}", "", f"`{shlex.join(command)}`", "", "```", output.strip(), "```", ""]
-    lines += kept_sections(args.out)
+    lines += kept_sections(args.out, KEPT)
     args.out.write_text("\n".join(lines))
     print(f"[run_all] wrote {args.out}", file=sys.stderr)
 

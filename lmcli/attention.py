@@ -22,6 +22,7 @@ newest output last, and (1, batch, 1) the number of outputs held (at most K).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,6 +33,25 @@ from lmcli.errors import SettingError
 
 SCORES = ("additive", "dot")
 DEFAULT_WINDOW = 16
+
+
+class _Windows(torch.autograd.Function):
+    """``sequence.unfold(0, window, 1)[:time]`` as (time, batch, window, hidden): step t's
+    window of entries t .. t+window-1. The same view forward; the backward adds the window
+    offsets' slices in place, where unfold's generic backward is many times slower."""
+
+    @staticmethod
+    def forward(ctx: Any, sequence: torch.Tensor, time: int, window: int) -> torch.Tensor:
+        ctx.window, ctx.length = window, sequence.shape[0]
+        return sequence.unfold(0, window, 1)[:time].permute(0, 1, 3, 2)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        time = grad.shape[0]
+        summed = grad.new_zeros((ctx.length, grad.shape[1], grad.shape[3]))
+        for offset in range(ctx.window):
+            summed[offset:offset + time] += grad[:, :, offset]
+        return summed, None, None
 
 
 class AttentionLSTM(RecurrentLayer):
@@ -79,33 +99,29 @@ class AttentionLSTM(RecurrentLayer):
         return tuple(torch.zeros((1, batch_size, size), device=device, dtype=dtype)
                      for size in self.state_sizes(self.hidden_size, self.window))
 
-    def scan(self, projected: torch.Tensor, state: State) -> tuple[torch.Tensor, State]:
-        """The LSTM runs step by step; the attention, which never feeds back into it, then
-        reads every step's window at once."""
-        batch, hidden, window = projected.shape[1], self.hidden_size, self.window
-        h, c = state[0], state[1]
-        memory, filled = state[2].reshape(batch, window, hidden), state[3][:, 0]
-        recurrent = self.weight_hh_l0.t()
-        hs = []
-        for inputs in projected:  # (batch, 4 * hidden)
-            i, f, g, o = torch.addmm(inputs, h, recurrent).chunk(4, 1)
-            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-            h = torch.sigmoid(o) * torch.tanh(c)
-            hs.append(h)
-        steps = torch.stack(hs)  # (time, batch, hidden)
+    def forward(self, x: torch.Tensor, state: Sequence[torch.Tensor]) -> tuple[torch.Tensor, State]:
+        """The LSTM part is exactly ``nn.LSTM``'s, so it runs in PyTorch's fused kernel;
+        the attention, which never feeds back into it, then reads every step's window at
+        once. Shapes as :meth:`RecurrentLayer.forward`."""
+        h, c, memory, filled = state
+        batch, hidden, window = x.shape[0], self.hidden_size, self.window
+        weights = (self.weight_ih_l0, self.weight_hh_l0, self.bias_l0, torch.zeros_like(self.bias_l0))
+        steps, h_n, c_n = torch.lstm(x.transpose(0, 1), (h.to(x.dtype), c.to(x.dtype)), weights,
+                                     True, 1, 0.0, self.training, False, False)  # (time, batch, hidden)
         # Memory then this window's outputs: step t reads entries t .. t+K-1 of it.
-        sequence = torch.cat([memory.transpose(0, 1).to(steps.dtype), steps])  # (K + time, batch, hidden)
-        outputs = self._attend(steps, sequence, filled)
-        kept = sequence[-window:].transpose(0, 1).reshape(batch, window * hidden)
-        filled = torch.clamp(filled + len(hs), max=window)
-        return outputs, (h, c, kept, filled[:, None])
+        sequence = torch.cat([memory[0].reshape(batch, window, hidden).transpose(0, 1).to(steps.dtype), steps])
+        outputs = self._attend(steps, sequence, filled[0, :, 0])
+        kept = sequence[-window:].transpose(0, 1).reshape(1, batch, window * hidden)
+        held = torch.clamp(filled + steps.shape[0], max=window)
+        final = (h_n, c_n, kept, held)
+        return outputs.transpose(0, 1), tuple(new.to(old.dtype) for new, old in zip(final, state))
 
     def _attend(self, steps: torch.Tensor, sequence: torch.Tensor, filled: torch.Tensor) -> torch.Tensor:
         """o_t for every step: alpha over the held entries of its window only (r = 0 if none)."""
         time, window = steps.shape[0], self.window
-        values = sequence.unfold(0, window, 1)[:time].permute(0, 1, 3, 2)  # (time, batch, K, hidden)
+        values = _Windows.apply(sequence, time, window)  # (time, batch, K, hidden)
         if self.score == "additive":
-            keys = self.memory_proj(sequence).unfold(0, window, 1)[:time].permute(0, 1, 3, 2)
+            keys = _Windows.apply(self.memory_proj(sequence), time, window)
             scores = torch.tanh(keys + self.query_proj(steps)[:, :, None]) @ self.score_vector.to(keys.dtype)
         else:
             scores = (values @ steps[..., None].to(values.dtype))[..., 0] / math.sqrt(self.hidden_size)

@@ -138,6 +138,12 @@ def component_minutes(name: str, default: float) -> float:
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = REPO / "benchmarks" / "quality"
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from sections import kept_sections
+
+# Sections other scripts write into RESULTS.md (bench_cell_quality.py): kept on a rewrite.
+KEPT = ("Recurrent cells",)
 DATA = REPO / "benchmarks" / ".cache" / "quality"
 DEFAULT_RESULTS = HERE / "results"  # the JSONs are kept in git; logs/ is not
 DEFAULT_REPORT = REPO / "benchmarks" / "RESULTS.md"
@@ -507,7 +513,7 @@ def write_report(results_dir: Path, report: Path, command: str, data: Path = DAT
     missing = [n for n in components() if n not in results and BECAME.get(n) not in results]
     if missing:
         lines += ["", f"Not run yet: {', '.join(missing)}."]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines + [""] + kept_sections(report, KEPT)).rstrip("\n") + "\n"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(text, encoding="utf-8")
     return text
