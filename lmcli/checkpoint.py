@@ -213,6 +213,7 @@ class Checkpoint:
             "path": str(self.path),
             "level": tokenizer.level,
             "model": config.cell,
+            "direction": config.direction,
             "layers": config.layers,
             "embed_dim": config.embed_dim,
             "hidden_dim": config.hidden_dim,

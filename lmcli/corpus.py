@@ -15,12 +15,13 @@ import codecs
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
 
+from lmcli.direction import reverse_lines
 from lmcli.errors import LmcliError, SettingError
 from lmcli.script import vocabulary_script
 from lmcli.forms import corpus_shapes
@@ -186,6 +187,14 @@ class CorpusData:
         """The commonest verse shapes of a Chinese verse corpus (empty for others): what
         ``generate`` writes when a poem's shape is left to the model."""
         return corpus_shapes(self.train, self.tokenizer)
+
+    def read_backward(self) -> CorpusData:
+        """The same corpus with every line's tokens reversed (a backward model's streams,
+        in memory). Its verse shapes are none: generate's forms need a forward model."""
+        data = replace(self, train=reverse_lines(self.train),
+                       valid=reverse_lines(self.valid) if self.valid is not None else None)
+        data.__dict__["verse_shapes"] = []
+        return data
 
     def provenance(self) -> dict[str, object]:
         return {

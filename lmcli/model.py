@@ -26,6 +26,7 @@ from torch.func import functional_call
 from lmcli.attention import AttentionLSTM
 from lmcli.cells import CELL_CLASSES, RecurrentLayer
 from lmcli.clockwork import ClockworkRNN
+from lmcli.direction import DIRECTIONS
 from lmcli.errors import LmcliError, SettingError
 from lmcli.output import ADAPTIVE_CUTOFFS, SOFTMAXES, AdaptiveSoftmax, aligned_linear, default_cutoffs
 from lmcli.settings import check, setting
@@ -75,6 +76,9 @@ class ModelConfig:
                                panel=MODEL, at_least=1)
     attn_score: str = setting("additive", "Attention scores: additive (Daniluk et al. 2017) or dot.",
                               panel=MODEL, choices=("additive", "dot"))
+    direction: str = setting("forward", "Reading order of each line: forward, or backward (right to "
+                             "left, <EOS> still last: a second opinion for rescoring beside a "
+                             "forward model).", panel=MODEL, choices=DIRECTIONS)
     layers: int = setting(2, "Stacked recurrent layers.", panel=MODEL, at_least=1)
     embed_dim: int = setting(256, "Embedding size.", panel=MODEL, at_least=1)
     hidden_dim: int = setting(512, "Hidden state size.", panel=MODEL, at_least=1)

@@ -15,6 +15,7 @@ import torch
 
 from lmcli import errors
 from lmcli.copyguard import NoveltyGuard
+from lmcli.direction import in_reading_order
 from lmcli.errors import LmcliError, SettingError
 from lmcli.model import RNNLM
 from lmcli.novelty import Copied, NoveltyIndex
@@ -109,7 +110,8 @@ class _Start:
     logits: torch.Tensor  # (vocab,)
     state: tuple[torch.Tensor, ...]
     prime_text: str
-    prime_ids: list[int]
+    prime_ids: list[int]  # in the model's reading order
+    direction: str = "forward"
 
     def rows(self, count: int) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         logits = self.logits[None].expand(count, -1)
@@ -119,13 +121,15 @@ class _Start:
 def _start(model: RNNLM, tokenizer: Tokenizer, prime: str, context: str) -> _Start:
     device = model.embedding.weight.device
     prime_text = tokenizer.normalize(prime) if prime else ""
-    prime_ids = tokenizer.encode(prime_text) if prime_text else []
+    direction = model.config.direction  # a backward model's prime is the end of its line
+    prime_ids = in_reading_order(tokenizer.encode(prime_text), direction) if prime_text else []
     # The context is a line of its own before the sample: read, never printed.
     context_text = tokenizer.normalize(context) if context else ""
-    before = [EOS_ID] + (tokenizer.encode(context_text) + [EOS_ID] if context_text else [])
+    context_ids = in_reading_order(tokenizer.encode(context_text), direction) if context_text else []
+    before = [EOS_ID] + (context_ids + [EOS_ID] if context_text else [])
     inputs = torch.tensor([before + prime_ids], dtype=torch.long, device=device)
     logits, state = model(inputs)
-    return _Start(logits[0, -1], state, prime_text, prime_ids)
+    return _Start(logits[0, -1], state, prime_text, prime_ids, direction)
 
 
 @torch.no_grad()
@@ -192,8 +196,23 @@ def _avoid_copies(filtered: torch.Tensor, chosen: torch.Tensor, config: Sampling
 
 def _sample(tokenizer: Tokenizer, start: _Start, ids: list[int], logprob: float) -> Sample:
     body = ids[:-1] if ids and ids[-1] == EOS_ID else ids
-    text = start.prime_text + tokenizer.continuation(start.prime_text, body)
+    if start.direction == "backward":  # each line written from its end: read back in text order
+        lines = _split_lines(start.prime_ids + body)
+        text = tokenizer.decode([i for n, line in enumerate(lines)
+                                 for i in ([EOS_ID] if n else []) + line[::-1]])
+    else:
+        text = start.prime_text + tokenizer.continuation(start.prime_text, body)
     return Sample(text=text, tokens=[tokenizer.tokens[i] for i in ids], token_ids=ids, logprob=logprob)
+
+
+def _split_lines(ids: list[int]) -> list[list[int]]:
+    lines: list[list[int]] = [[]]
+    for i in ids:
+        if i == EOS_ID:
+            lines.append([])
+        else:
+            lines[-1].append(i)
+    return lines
 
 
 @torch.no_grad()
@@ -213,6 +232,9 @@ def generate(model: RNNLM, tokenizer: Tokenizer, *, prime: str = "", num_samples
     device = model.embedding.weight.device
     generator = torch.Generator(device=device)
     generator.manual_seed(seed if seed is not None else torch.seed())
+    if model.config.direction == "backward" and (plan is not None or novelty is not None):
+        raise SettingError("a backward model writes each line from its end: forms, rhymes, "
+                           "acrostics and --novel need a forward model")
     model.eval()
     start = _start(model, tokenizer, prime, context)
     if plan is not None:

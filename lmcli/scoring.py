@@ -18,6 +18,7 @@ import torch
 
 from lmcli.batches import BpttBatches
 from lmcli.corpus import encode_stream
+from lmcli.direction import in_reading_order, in_text_order, reverse_lines
 from lmcli.errors import LmcliError, SettingError
 from lmcli.model import RNNLM
 from lmcli.text import TextFiles
@@ -143,9 +144,12 @@ def _score_group(model: RNNLM, tokenizer: Tokenizer, group: list[str], batch_siz
     texts = [tokenizer.normalize(s) for s in group]
     scored = list(map(convert, texts)) if convert is not None else texts
     encoded = [tokenizer.encode(t) if t else [] for t in scored]
+    direction = model.config.direction
+    read_order = [in_reading_order(ids, direction) for ids in encoded]
     results = []
-    for text, read, ids, logprobs in zip(texts, scored, encoded,
-                                         score_ids(model, encoded, batch_size=batch_size, eos=eos)):
+    for text, read, ids, model_logprobs in zip(texts, scored, encoded,
+                                               score_ids(model, read_order, batch_size=batch_size, eos=eos)):
+        logprobs = np.asarray(in_text_order(model_logprobs, direction, eos))
         unk = np.array(ids[: len(logprobs)], dtype=np.int64) == UNK_ID
         results.append(SentenceScore(
             text=text, logprob=float(logprobs.sum()), num_tokens=len(logprobs),
@@ -276,6 +280,8 @@ def evaluate_file(model: RNNLM, tokenizer: Tokenizer, files: TextFiles, *, batch
 def _evaluate_stream(model: RNNLM, tokenizer: Tokenizer, files: TextFiles, num_chars: int,
                      seq_len: int, convert: Convert | None) -> Evaluation:
     tokens = encode_stream(tokenizer, _converted_blocks(files, convert))
+    if model.config.direction == "backward":
+        tokens = reverse_lines(tokens)
     device = model.embedding.weight.device
     model.eval()
     batches = BpttBatches(tokens, 1, seq_len, keep_partial=True)

@@ -37,6 +37,7 @@ def info(checkpoint: CheckpointOption = None, json_output: JsonOption = False) -
         ("model", f"{config.cell}, {config.layers} layer{'s' if config.layers > 1 else ''} x "
                   f"{config.hidden_dim}, embedding {config.embed_dim}"
                   + (", tied weights" if config.tie_weights else "")
+                  + (", reading each line backward (right to left)" if config.direction == "backward" else "")
                   + (f", adaptive softmax (clusters from {', '.join(f'{c:,}' for c in config.cutoffs or [])})"
                      if config.softmax == "adaptive" else "")),
         ("regularisation", f"locked dropout {config.input_rate:g} in / {config.hidden_rate:g} "

@@ -133,7 +133,8 @@ def _start_run(request: RunRequest, out_dir: Path, on_event: EventFn | None,
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in (ckpt.BEST, ckpt.LAST, ckpt.METRICS, ckpt.CONFIG, novelty.INDEX):
             (out_dir / name).unlink(missing_ok=True)
-        novelty.write_for_run(out_dir, data, on_data_event)  # what generate --novel checks against
+        if model_config.direction == "forward":  # what generate --novel checks against
+            novelty.write_for_run(out_dir, data, on_data_event)
     trainer = Trainer(data, model_config, request.train, out_dir, request.data.to_dict(), on_event=on_event,
                       should_stop=should_stop, world=world, recipe=request.recipe)
     if world.main:
@@ -197,7 +198,8 @@ def _prepare_resume(out_dir: Path, corpus: list[str] | None, given: dict[str, An
     if provenance.get("corpus_sha256") and data.scan.sha256 != provenance["corpus_sha256"]:
         raise LmcliError("the corpus has changed since this run started (its sha256 differs); "
                          "resume with the same text, or start a new run")
-    if world.main:  # a run from before lmcli wrote the index, or an index damaged or foreign
+    # A run from before lmcli wrote the index, or an index damaged or foreign.
+    if world.main and checkpoint.model_config.direction == "forward":
         novelty.ensure_for_run(out_dir, data, on_data_event)
     return checkpoint, train_config, data
 

@@ -69,6 +69,8 @@ class Trainer:
                  should_stop: Callable[[], bool] | None = None,
                  resume_from: ckpt.Checkpoint | None = None, world: World = SINGLE,
                  recipe: str | None = None) -> None:
+        if model_config.direction == "backward":
+            data = data.read_backward()
         self.world, self.data, self.config, self.model_config = world, data, config, model_config
         self.data_config, self.out_dir, self.recipe = data_config, Path(out_dir), recipe
         # Events come from rank 0 alone: the others train in silence.
