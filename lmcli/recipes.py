@@ -20,6 +20,7 @@ from lmcli.errors import LmcliError, SettingError
 from lmcli.model import ModelConfig
 from lmcli.train import RunRequest, TrainConfig
 from lmcli.train.config import split_settings
+from lmcli.train.finetune import Origin, inherited_settings
 
 RECIPE_NAMES = ("tiny", "small", "medium", "large")
 RECIPE_BUDGETS = {"tiny": "minutes on a CPU", "small": "15-25 minutes on a CPU (char: to 2 hours)",
@@ -150,9 +151,12 @@ def default_out_dir(corpus: list[str], level: str, cell: str, root: Path = DEFAU
 
 
 def make_request(corpus: list[str] | None, flags: dict[str, Any], *, out_dir: Path | None = None,
-                 force: bool = False) -> RunRequest:
+                 force: bool = False, init_from: str | Path | None = None) -> RunRequest:
     """A training request from the flags a user gave (``None`` = not given; ``recipe`` among
-    them): no corpus means the bundled corpus and the flags it implies."""
+    them): no corpus means the bundled corpus and the flags it implies. With ``init_from``
+    the model given there takes the recipe's place (:mod:`lmcli.train.finetune`)."""
+    if init_from is not None:
+        return _fine_tuning(corpus, flags, out_dir, force, Origin.load(init_from))
     paths = list(corpus) if corpus else [str(bundled_corpus())]
     given = flags if corpus else {**BUNDLED_FLAGS, **{k: v for k, v in flags.items() if v is not None}}
     settings, recipe = resolve(given)
@@ -161,3 +165,22 @@ def make_request(corpus: list[str] | None, flags: dict[str, Any], *, out_dir: Pa
     train = TrainConfig(**groups["train"])
     out = out_dir or default_out_dir(paths, data.level, model.cell)
     return RunRequest(paths, data, model, train, Path(out), force, recipe)
+
+
+def _fine_tuning(corpus: list[str] | None, flags: dict[str, Any], out_dir: Path | None, force: bool,
+                 origin: Origin) -> RunRequest:
+    """A run that starts from ``origin``'s weights: its settings below the flags given."""
+    if not corpus:
+        raise SettingError("{init_from} needs the corpus to fine-tune on")
+    given = {key: value for key, value in flags.items() if value is not None}
+    if given.get("recipe"):
+        raise SettingError("{init_from} takes the model's own settings as its recipe; leave out {recipe}")
+    settings = {**inherited_settings(origin, given), **given}
+    if "epochs" not in given and (given.get("time_limit") or given.get("max_steps")):
+        settings["epochs"] = None
+    groups = split_settings(settings)
+    data, model = DataConfig(**groups["data"]), ModelConfig(**groups["model"])
+    out = out_dir or default_out_dir(list(corpus), data.level, model.cell)
+    return RunRequest(list(corpus), data, model, TrainConfig(**groups["train"]), Path(out), force,
+                      None, origin)
+

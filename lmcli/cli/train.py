@@ -20,7 +20,7 @@ from lmcli import checkpoint as ckpt
 from lmcli import ui
 from lmcli.cli.common import app, flag_of, friendly_errors
 from lmcli.distributed import env_world, launched
-from lmcli.errors import LmcliError
+from lmcli.errors import LmcliError, UsageError
 from lmcli.recipes import RECIPE_BUDGETS, RECIPE_NAMES, RECIPES, make_request
 from lmcli.poems import PoemRequest, write
 from lmcli.sampling import SamplingConfig
@@ -109,6 +109,11 @@ def _command_options() -> list[inspect.Parameter]:
         ("resume", False, Annotated[bool, typer.Option(
             "--resume", help="Continue the run in --out (default: the last run) where it stopped; "
                              "the first command's flags may be given again.", rich_help_panel=_COMMAND)]),
+        ("init_from", None, Annotated[str | None, typer.Option(
+            "--init-from", help="Fine-tune: start a new run from this run's (or checkpoint's) weights "
+                                "and vocabulary, with a fresh optimizer and schedule; its settings "
+                                "are the defaults, the learning rate a tenth of its own.",
+            rich_help_panel=_COMMAND, show_default=False)]),
         ("force", False, Annotated[bool, typer.Option(
             "--force", help="Start over in an --out folder that holds a run.", rich_help_panel=_COMMAND)]),
         ("sample", True, Annotated[bool, typer.Option(
@@ -165,6 +170,8 @@ def train(**options: Any) -> None:
         display.event(event)
 
     try:
+        if options["resume"] and options["init_from"]:
+            raise UsageError("--resume continues a run; --init-from starts a new one from a model: give one")
         if options["resume"]:
             run_dir = options["out"] or ckpt.latest_run()
             if run_dir is None:
@@ -174,7 +181,7 @@ def train(**options: Any) -> None:
                                   on_event=on_event, on_data_event=display.data_event, should_stop=stop)
         else:
             request = make_request(corpus, {**given, "recipe": recipe}, out_dir=options["out"],
-                                   force=options["force"])
+                                   force=options["force"], init_from=options["init_from"])
             if not json_output and not quiet:
                 if corpus:
                     announce.append(_announcement(corpus, request))  # once training starts
@@ -194,6 +201,9 @@ def train(**options: Any) -> None:
 
 
 def _announcement(corpus: list[str] | None, request: Any) -> str:
+    if request.init_from is not None:
+        return (f"[bold]fine-tuning[/] {request.init_from.path} (its settings, learning rate "
+                f"{request.train.lr:g}; flags given override them)")
     if corpus:
         return (f"[bold]recipe:[/] {request.recipe} for {request.data.level} level "
                 f"({RECIPE_BUDGETS[request.recipe]}; flags given override it)")

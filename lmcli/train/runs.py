@@ -27,6 +27,7 @@ from lmcli.runlock import RunLock
 from lmcli.tokencache import cache_for_run
 from lmcli.train.config import RESUMABLE, TrainConfig, check_world, split_settings
 from lmcli.train.events import Event, Finished
+from lmcli.train.finetune import Origin, checked_unk_share
 from lmcli.train.trainer import Trainer
 
 StopFn = Callable[[], bool]
@@ -46,6 +47,7 @@ class RunRequest:
     out_dir: Path
     force: bool = False
     recipe: str | None = None  # the recipe the settings came from (shown and recorded)
+    init_from: Origin | None = None  # the model whose weights it starts from (--init-from)
 
     def __post_init__(self) -> None:
         if isinstance(self.model, dict):
@@ -119,14 +121,19 @@ def start_run(request: RunRequest, *, on_event: EventFn | None = None,
 def _start_run(request: RunRequest, out_dir: Path, on_event: EventFn | None,
                on_data_event: DataEvent | None, should_stop: StopFn | None, root: Path,
                world: World = SINGLE) -> Finished:
+    origin = request.init_from
+    tokenizer = origin.checkpoint.tokenizer if origin is not None else None
+
     def check_and_load() -> CorpusData:
         check_run_dir(out_dir, force=request.force)
         check_world(request.train, world)
         resolve_device(request.train.device)
-        return load_corpus(request.corpus, request.data, on_event=on_data_event, cache=cache_for_run(out_dir))
+        return load_corpus(request.corpus, request.data, tokenizer=tokenizer, on_event=on_data_event,
+                           cache=cache_for_run(out_dir))
 
     data = world.main_first(check_and_load, others=lambda: load_corpus(
-        request.corpus, request.data, cache=cache_for_run(out_dir)))
+        request.corpus, request.data, tokenizer=tokenizer, cache=cache_for_run(out_dir)))
+    record = origin.record(checked_unk_share(data.train), on_data_event) if origin is not None else None
     assert isinstance(request.model, ModelConfig)
     model_config = request.model.for_vocabulary(data.tokenizer.vocab_size)
     if world.main:
@@ -136,7 +143,8 @@ def _start_run(request: RunRequest, out_dir: Path, on_event: EventFn | None,
         if model_config.direction == "forward":  # what generate --novel checks against
             novelty.write_for_run(out_dir, data, on_data_event)
     trainer = Trainer(data, model_config, request.train, out_dir, request.data.to_dict(), on_event=on_event,
-                      should_stop=should_stop, world=world, recipe=request.recipe)
+                      should_stop=should_stop, world=world, recipe=request.recipe,
+                      start_from=origin.checkpoint if origin is not None else None, origin=record)
     if world.main:
         write_config_json(out_dir, trainer)
         ckpt.record_latest(out_dir, root)
@@ -168,7 +176,8 @@ def resume_run(out_dir: Path, *, corpus: list[str] | None = None,
             trainer = Trainer(data, checkpoint.model_config, train_config, out_dir,
                               checkpoint.payload["data_config"], on_event=on_event, should_stop=should_stop,
                               resume_from=checkpoint, world=world,
-                              recipe=(checkpoint.payload.get("provenance") or {}).get("recipe"))
+                              recipe=(checkpoint.payload.get("provenance") or {}).get("recipe"),
+                              origin=(checkpoint.payload.get("provenance") or {}).get("init_from"))
             if world.main:
                 ckpt.record_latest(out_dir, root)
             return trainer.fit()

@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 def payload(trainer: Trainer, valid_loss: float | None, training_state: dict[str, Any] | None = None
             ) -> dict[str, Any]:
     run = trainer.run
-    provenance = {**trainer.data.provenance(), "device": describe(trainer.device), "recipe": trainer.recipe}
+    provenance = {**trainer.data.provenance(), "device": describe(trainer.device), "recipe": trainer.recipe,
+                  "init_from": trainer.origin}
     return ckpt.make_payload(
         model=trainer.model, tokenizer=trainer.data.tokenizer, model_config=trainer.model_config,
         data_config=trainer.data_config, train_config=trainer.config.to_dict(), step=run.step,

@@ -68,11 +68,13 @@ class Trainer:
                  on_event: Callable[[Event], None] | None = None,
                  should_stop: Callable[[], bool] | None = None,
                  resume_from: ckpt.Checkpoint | None = None, world: World = SINGLE,
-                 recipe: str | None = None) -> None:
+                 recipe: str | None = None, start_from: ckpt.Checkpoint | None = None,
+                 origin: dict[str, Any] | None = None) -> None:
         if model_config.direction == "backward":
             data = data.read_backward()
         self.world, self.data, self.config, self.model_config = world, data, config, model_config
         self.data_config, self.out_dir, self.recipe = data_config, Path(out_dir), recipe
+        self.origin = origin  # what --init-from started from, recorded in the checkpoints
         # Events come from rank 0 alone: the others train in silence.
         self.emit = (on_event if world.main else None) or (lambda event: None)
         self.should_stop = should_stop or (lambda: False)
@@ -84,6 +86,8 @@ class Trainer:
                            "slower than fp32 here"))
         seed_everything(config.seed)
         self.model = RNNLM(model_config).to(self.device)
+        if start_from is not None:  # --init-from: another model's weights, a fresh optimizer
+            self.model.load_state_dict(start_from.payload["state_dict"])
         if world.rank:
             seed_everything(config.seed + world.rank)  # own dropout masks per rank
         self.opt = Optimisation(self.model, config, self.device, self.amp, world)
