@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,18 @@ Warn = Callable[[str], None]
 class Hypothesis:
     text: str
     am_score: float
-    lm_logprob: float = math.nan
-    errors: int | None = None  # word errors against the reference, when there is one
+    lm_logprobs: list[float] = field(default_factory=list)  # one per language model, in order
+    word_errors: int | None = None  # against the reference, when there is one
+    char_errors: int | None = None
 
     @property
     def num_words(self) -> int:
         return len(self.text.split())
+
+    @property
+    def num_chars(self) -> int:
+        """Characters, whitespace left out (as character error rates count them)."""
+        return len("".join(self.text.split()))
 
 
 @dataclass
@@ -52,6 +58,10 @@ class Utterance:
     @property
     def ref_words(self) -> int:
         return len(self.ref.split()) if self.ref is not None else 0
+
+    @property
+    def ref_chars(self) -> int:
+        return len("".join(self.ref.split())) if self.ref is not None else 0
 
 
 def _lines(path: str | Path | None, lines: Iterable[str] | None, encoding: str) -> Iterator[tuple[int, str]]:

@@ -65,6 +65,16 @@ class Sample:
         """Mean log-probability per generated token (<EOS> included): how best-of ranks."""
         return self.logprob / max(1, len(self.token_ids))
 
+    def to_record(self) -> dict[str, object]:
+        """What ``generate --json`` prints for the sample."""
+        record: dict[str, object] = {"text": self.text, "tokens": self.tokens, "logprob": self.logprob,
+                                     "per_token_logprob": self.per_token}
+        if self.lines is not None:
+            record["lines"] = self.lines
+        if self.copied is not None:
+            record["copied"] = self.copied.to_dict()
+        return record
+
 
 def filter_logits(logits: torch.Tensor, config: SamplingConfig, allowed: torch.Tensor | None = None
                   ) -> torch.Tensor:

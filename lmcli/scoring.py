@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,6 +51,16 @@ class SentenceScore:
     @property
     def perplexity(self) -> float:
         return math.exp(-self.logprob / self.num_tokens) if self.num_tokens else float("nan")
+
+    def to_record(self, tokenizer: Tokenizer, per_token: bool = False) -> dict[str, Any]:
+        """What ``score --json`` prints for the sentence ("text" as it was given)."""
+        record: dict[str, Any] = {
+            "text": self.text, "logprob": self.logprob, "log10prob": self.log10prob,
+            "num_tokens": self.num_tokens, "perplexity": self.perplexity, "oov": self.oov}
+        if per_token:
+            record["tokens"] = [{"token": tokenizer.tokens[i], "logprob": lp}
+                                for i, lp in zip(self.token_ids, self.token_logprobs or [])]
+        return record
 
 
 Ids = Sequence[int] | np.ndarray

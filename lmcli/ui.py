@@ -55,22 +55,29 @@ def note(message: str) -> None:
     stderr_console().print(f"[dim]{escape(message)}[/]", soft_wrap=True)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """Data as JSON writes it: paths as strings, non-finite floats as null."""
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
+
+
+def emit_line(text: str) -> None:
+    """One line of plain text on stdout, flushed (data a program reads)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
 
 
 def emit_json(obj: dict[str, Any], stream: TextIO | None = None) -> None:
     """One JSON object on one line of stdout (non-finite floats become null)."""
     stream = stream or sys.stdout
-    stream.write(json.dumps(_plain(obj), ensure_ascii=False) + "\n")
+    stream.write(json.dumps(plain(obj), ensure_ascii=False) + "\n")
     stream.flush()
 
 
@@ -273,24 +280,25 @@ def add_score_row(table: Table, record: dict[str, Any], segments: list[tuple[str
                   str(record["num_tokens"]), _fmt(record["perplexity"], 2), oov)
 
 
-def rerank_summary(report: Any, tuned: Any, stats: Any, seconds: float, weights: Any) -> None:
-    """WER before and after, oracle and weights on stderr: a table on a terminal, lines
-    otherwise (stdout carries the rescored JSON lines)."""
+def rerank_summary(report: Any, tuned: Any, stats: Any, seconds: float, weights: Any, metric: str) -> None:
+    """Error rates before and after, oracle and weights on stderr: a table on a terminal,
+    lines otherwise (stdout carries the rescored lines)."""
     console = stderr_console()
+    name = metric.upper()
     rows: list[tuple[str, str]] = []
     if tuned is not None:
-        rows.append(("tuned on dev", f"WER {100 * tuned.wer_before:.2f}% -> {100 * tuned.wer_after:.2f}% "
-                                     f"({tuned.grid_points} weight pairs tried)"))
-    rows.append(("weights", f"--lm-weight {weights.lm_weight:.6g} --bonus {weights.bonus:.6g}"))
+        rows.append(("tuned on dev", f"{name} {100 * tuned.error_start:.2f}% -> {100 * tuned.error_after:.2f}% "
+                                     f"({tuned.points:,} weightings tried; from every LM weight 1, no bonus)"))
+    rows.append(("weights", weights.flags() + (" (per character)" if metric == "cer" else "")))
     rows.append(("hypotheses", f"{stats.hypotheses:,} ({stats.unique_texts:,} distinct texts "
                                f"scored, {stats.hypotheses / max(seconds, 1e-9):,.0f} hyps/s)"))
     if report is not None:
-        rows += [
-            ("utterances", f"{report.utterances:,} with references ({report.ref_words:,} words)"),
-            ("WER 1-best (AM)", f"{100 * report.wer_am:.2f}%"),
-            ("WER rescored", f"{100 * report.wer_rescored:.2f}%"),
-            ("WER oracle", f"{100 * report.wer_oracle:.2f}%"),
-        ]
+        rows.append(("utterances", f"{report.utterances:,} with references ({report.ref_words:,} words, "
+                                   f"{report.ref_chars:,} characters)"))
+        for kind in ("wer", "cer"):
+            rows += [(f"{kind.upper()} 1-best (AM)", f"{100 * report.am[kind]:.2f}%"),
+                     (f"{kind.upper()} rescored", f"{100 * report.rescored[kind]:.2f}%"),
+                     (f"{kind.upper()} oracle", f"{100 * report.oracle[kind]:.2f}%")]
     if console.is_terminal:
         console.print(key_value_table("rerank", rows))
     else:

@@ -14,6 +14,7 @@ from lmcli import checkpoint as ckpt
 from lmcli import rerank as rr
 from lmcli.cli import app
 from lmcli.scoring import score_sentences
+from lmcli.tuning import char_errors, word_errors
 
 from conftest import english_lines
 
@@ -86,31 +87,34 @@ def lm(trained_run: Path) -> ckpt.Checkpoint:
 
 
 def test_word_errors_are_word_level_levenshtein() -> None:
-    assert rr.word_errors("a b c", "a b c") == 0
-    assert rr.word_errors("a b c", "a c d") == 2
-    assert rr.word_errors("a b c", "a x b c") == 1
-    assert rr.word_errors("the cat", "") == 2
-    assert rr.word_errors("", "the cat") == 2
-    assert rr.word_errors("a  b\tc", "a b c") == 0
+    assert word_errors("a b c", "a b c") == 0
+    assert word_errors("a b c", "a c d") == 2
+    assert word_errors("a b c", "a x b c") == 1
+    assert word_errors("the cat", "") == 2
+    assert word_errors("", "the cat") == 2
+    assert word_errors("a  b\tc", "a b c") == 0
 
 
 def test_lm_lowers_wer_and_tuning_finds_a_positive_weight(lm: ckpt.Checkpoint, tmp_path: Path) -> None:
     model = lm.build_model()
     dev = rr.read_nbest(rr.NbestSource(write_jsonl(tmp_path / "dev.jsonl", synthetic_nbest(60, 11))))
     test = rr.read_nbest(rr.NbestSource(write_jsonl(tmp_path / "test.jsonl", synthetic_nbest(60, 12))))
-    stats = rr.attach_lm_scores(dev + test, model, lm.tokenizer)
+    stats = rr.attach_lm_scores(dev + test, [rr.LanguageModel(model, lm.tokenizer)])
     assert stats.hypotheses == sum(len(u.hyps) for u in dev + test)
     rr.attach_errors(dev)
     rr.attach_errors(test)
     tuned = rr.tune(dev)
-    assert tuned.weights.lm_weight > 0
-    assert tuned.wer_after < tuned.wer_before
-    report = rr.wer_report(test, tuned.weights)
-    assert report.wer_am > 0.05  # the acoustic 1-best is often wrong...
-    assert report.wer_rescored < report.wer_am / 2  # ...and the LM repairs most of it
-    assert report.wer_oracle == 0.0  # every list holds its reference
-    acoustic_only = rr.wer_report(test, rr.Weights(0.0, 0.0))
-    assert acoustic_only.wer_rescored == acoustic_only.wer_am
+    assert tuned.weights.lm_weights[0] > 0
+    assert tuned.error_after <= tuned.error_start
+    dev_report = rr.error_report(dev, tuned.weights)
+    assert tuned.error_after == pytest.approx(dev_report.rescored["wer"])
+    assert tuned.error_after < dev_report.am["wer"]
+    report = rr.error_report(test, tuned.weights)
+    assert report.am["wer"] > 0.05  # the acoustic 1-best is often wrong...
+    assert report.rescored["wer"] < report.am["wer"] / 2  # ...and the LM repairs most of it
+    assert report.oracle == {"wer": 0.0, "cer": 0.0}  # every list holds its reference
+    acoustic_only = rr.error_report(test, rr.Weights([0.0], 0.0))
+    assert acoustic_only.rescored == acoustic_only.am
 
 
 def test_formats_agree_and_scores_are_scores(trained_run: Path, tmp_path: Path) -> None:
@@ -172,10 +176,10 @@ def test_identical_texts_are_scored_once(lm: ckpt.Checkpoint, monkeypatch: pytes
         return score_sentences(model, tokenizer, texts, **options)
 
     monkeypatch.setattr(rr, "score_sentences", counting)
-    stats = rr.attach_lm_scores(utterances, model, lm.tokenizer)
+    stats = rr.attach_lm_scores(utterances, [rr.LanguageModel(model, lm.tokenizer)])
     assert stats.hypotheses == 4 and stats.unique_texts == 2
     assert sorted(scored) == ["a dog likes a song .", "the cat sees the moon ."]
-    assert [h.lm_logprob for u in utterances for h in u.hyps] == pytest.approx([cat, cat, cat, dog], abs=1e-9)
+    assert [h.lm_logprobs for u in utterances for h in u.hyps] == [[cat], [cat], [cat], [dog]]
 
 
 def bad(tmp_path: Path, name: str, content: str, *extra: str):

@@ -105,13 +105,7 @@ def generate(
 
 def _emit_json(written: Written) -> None:
     for item in written.samples:
-        record: dict[str, object] = {"text": item.text, "tokens": item.tokens, "logprob": item.logprob,
-                                     "per_token_logprob": item.per_token}
-        if item.lines is not None:
-            record["lines"] = item.lines
-        if item.copied is not None:
-            record["copied"] = item.copied.to_dict()
-        ui.emit_json(record)
+        ui.emit_json(item.to_record())
 
 
 def _print(written: Written, best_of: int) -> None:

@@ -1,8 +1,10 @@
-"""``lmcli rerank``: rescore N-best lists with the language model, tune weights, report WER."""
+"""``lmcli rerank``: rescore N-best lists with one or more language models, tune their
+weights, report word and character error rates."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sys
 import time
@@ -13,8 +15,7 @@ import typer
 
 from lmcli import rerank as rr
 from lmcli import ui
-from lmcli.cli.common import (CheckpointOption, DeviceOption, EncodingOption, app,
-                              friendly_errors, load_model)
+from lmcli.cli.common import DeviceOption, EncodingOption, app, friendly_errors, load_model
 from lmcli.errors import LmcliError, UsageError
 
 
@@ -29,13 +30,28 @@ RefsOption = Annotated[Path | None, typer.Option(
     show_default=False)]
 AmIsCostOption = Annotated[bool, typer.Option(
     "--am-is-cost", help="The scores are costs (lower is better, as Kaldi writes them): negate them.")]
-LmWeightOption = Annotated[float | None, typer.Option(
-    help="Weight of the LM log-probability. (default: 1.0)", show_default=False)]
+CheckpointsOption = Annotated[list[str] | None, typer.Option(
+    "--checkpoint", "-c", show_default=False,
+    help="A run folder (its best checkpoint) or a checkpoint file; once per model to combine several "
+         "(a forward and a backward one, say). Default: the last `lmcli train` run.")]
+LmWeightOption = Annotated[list[float] | None, typer.Option(
+    "--lm-weight", help="Weight of an LM's log-probability, once per -c in order. (default: 1.0 each)",
+    show_default=False)]
 BonusOption = Annotated[float | None, typer.Option(
-    help="Added per word of the hypothesis. (default: 0.0)", show_default=False)]
+    help="Added per word of the hypothesis (per character with --metric cer). (default: 0.0)",
+    show_default=False)]
+MetricOption = Annotated[str, typer.Option(
+    help="wer, cer, or auto: cer when every model reads characters and no text has spaces (Chinese, "
+         "Japanese). Tuning minimises it; the bonus is paid per its unit.")]
+OutputFormatOption = Annotated[str, typer.Option(
+    "--output-format", help="jsonl (every hypothesis, rescored), kaldi (Kaldi text: 'utt-id words', "
+                            "the best hypothesis) or tsv ('id<TAB>text').")]
+ReportOption = Annotated[Path | None, typer.Option(
+    "--report",
+    help="Also write the summary (error rates, weights, tuning) to this JSON file.", show_default=False)]
 TuneOption = Annotated[Path | None, typer.Option(
-    help="Dev N-best list with references: choose --lm-weight and --bonus on it (lowest WER), "
-         "then apply them.", show_default=False)]
+    help="Dev N-best list with references: choose every --lm-weight and --bonus on it (lowest "
+         "error rate), then apply them.", show_default=False)]
 DevScoresOption = Annotated[Path | None, typer.Option(
     help="--scores for a Kaldi --tune list.", show_default=False)]
 DevRefsOption = Annotated[Path | None, typer.Option(
@@ -52,7 +68,7 @@ SummaryJsonOption = Annotated[bool, typer.Option(
 @friendly_errors
 def rerank(
     nbest: NbestArg,
-    checkpoint: CheckpointOption = None,
+    checkpoint: CheckpointsOption = None,
     fmt: FmtOption = "auto",
     scores: ScoresOption = None,
     refs: RefsOption = None,
@@ -62,50 +78,81 @@ def rerank(
     tune: TuneOption = None,
     dev_scores: DevScoresOption = None,
     dev_refs: DevRefsOption = None,
+    metric: MetricOption = "auto",
+    output_format: OutputFormatOption = "jsonl",
+    report_file: ReportOption = None,
     skip_bad: SkipBadOption = False,
     batch_size: BatchSizeOption = 128,
     encoding: EncodingOption = "utf-8",
     device: DeviceOption = "auto",
     json_output: SummaryJsonOption = False,
 ) -> None:
-    """Rescore N-best lists: total = am_score + lm_weight * lm_logprob + bonus * words.
+    """Rescore N-best lists: total = am_score + sum of lm_weight * lm_logprob over the models +
+    bonus * words (or characters).
 
-    Writes one JSON line per utterance (hypotheses best first) to stdout; with references,
-    a summary of word error rates to stderr (with --json, as a last line on stdout).
+    Writes one line per utterance to stdout (JSON with the hypotheses best first, or the best
+    as Kaldi text or TSV); with references, word and character error rates to stderr (with
+    --json, as a last line on stdout).
     """
-    if tune is not None and (lm_weight is not None or bonus is not None):
-        raise UsageError("--tune chooses --lm-weight and --bonus itself; give one or the other")
-    weights = rr.Weights(1.0 if lm_weight is None else lm_weight, 0.0 if bonus is None else bonus)
-    if not all(math.isfinite(v) for v in (weights.lm_weight, weights.bonus)):
-        raise UsageError("--lm-weight and --bonus must be finite numbers")
+    specs = checkpoint or [None]
+    weights = _given_weights(lm_weight, bonus, tune, len(specs))
+    _check_choice("--metric", metric, ("auto", *rr.METRICS))
+    _check_choice("--output-format", output_format, rr.OUTPUT_FORMATS)
+    if json_output and output_format != "jsonl":
+        raise UsageError("--json adds a summary line to JSON output; leave it out with --output-format "
+                         f"{output_format} (--report FILE writes the summary)")
     test = rr.read_nbest(rr.NbestSource(nbest, fmt, scores, refs, am_is_cost, encoding),
                          stdin=sys.stdin if nbest == "-" else None, skip_bad=skip_bad, warn=ui.warn)
     dev = (_dev_list(rr.NbestSource(tune, fmt, dev_scores, dev_refs, am_is_cost, encoding), skip_bad)
            if tune is not None else [])
-    loaded, model = load_model(checkpoint, device)
+    models, levels = [], []
+    for spec in specs:
+        loaded, model = load_model(spec, device)
+        models.append(rr.LanguageModel(model, loaded.tokenizer, loaded.converter.to_model
+                                       if loaded.converter.active else None, str(loaded.path)))
+        levels.append(loaded.tokenizer.level)
+    metric = rr.choose_metric(metric, levels, dev or test)
     started = time.perf_counter()
-    stats = rr.attach_lm_scores(test + dev, model, loaded.tokenizer, batch_size=batch_size,
-                                convert=loaded.converter.to_model if loaded.converter.active else None)
+    stats = rr.attach_lm_scores(test + dev, models, batch_size=batch_size)
     seconds = time.perf_counter() - started
-    tuned = None
-    if dev:
-        rr.attach_errors(dev)
-        tuned = rr.tune(dev)
-        weights = tuned.weights
+    tuned = rr.tune(dev, metric) if dev else None
+    weights = tuned.weights if tuned is not None else weights
     for utterance in test:
-        ui.emit_json(rr.ranked(utterance, weights))
-    report = None
-    if any(u.ref is not None for u in test):
-        rr.attach_errors(test)
-        report = rr.wer_report(test, weights)
+        record = rr.ranked(utterance, weights, metric)
+        if output_format == "jsonl":
+            ui.emit_json(record)
+        else:
+            ui.emit_line(rr.text_line(record, output_format))
+    report = rr.error_report(test, weights, metric) if any(u.ref is not None for u in test) else None
+    summary = {"models": [m.name for m in models], "metric": metric, "weights": dataclasses.asdict(weights),
+               "hypotheses": stats.hypotheses, "unique_texts": stats.unique_texts, "seconds": seconds,
+               "tuned": dataclasses.asdict(tuned) if tuned is not None else None,
+               "errors": dataclasses.asdict(report) if report is not None else None}
+    if report_file is not None:
+        report_file.write_text(json.dumps(ui.plain(summary), indent=1) + "\n", encoding="utf-8")
     if json_output:
-        ui.emit_json({"summary": {
-            "weights": dataclasses.asdict(weights), "hypotheses": stats.hypotheses,
-            "unique_texts": stats.unique_texts, "seconds": seconds,
-            "tuned": dataclasses.asdict(tuned) if tuned is not None else None,
-            "wer": dataclasses.asdict(report) if report is not None else None}})
+        ui.emit_json({"summary": summary})
     else:
-        ui.rerank_summary(report, tuned, stats, seconds, weights)
+        ui.rerank_summary(report, tuned, stats, seconds, weights, metric)
+
+
+def _given_weights(lm_weight: list[float] | None, bonus: float | None, tune: Path | None,
+                   models: int) -> rr.Weights:
+    """The weights given on the command line (1.0 each and no bonus where not given)."""
+    if tune is not None and (lm_weight or bonus is not None):
+        raise UsageError("--tune chooses --lm-weight and --bonus itself; give one or the other")
+    if lm_weight and len(lm_weight) != models:
+        raise UsageError(f"--lm-weight is given {len(lm_weight)} time(s) for {models} model(s): give it once "
+                         "per -c, in the same order, or leave it out")
+    weights = rr.Weights(list(lm_weight) if lm_weight else [1.0] * models, 0.0 if bonus is None else bonus)
+    if not all(math.isfinite(v) for v in (*weights.lm_weights, weights.bonus)):
+        raise UsageError("--lm-weight and --bonus must be finite numbers")
+    return weights
+
+
+def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UsageError(f"{flag} must be one of {', '.join(choices)}; got {value!r}")
 
 
 def _dev_list(source: rr.NbestSource, skip_bad: bool) -> list[rr.Utterance]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -15,8 +15,7 @@ from lmcli.cli.common import (CheckpointOption, DeviceOption, EncodingOption, Er
                               SentenceBatchOption, app, friendly_errors, load_model)
 from lmcli.text import TextFiles, chunk_lines, iter_chunks
 from lmcli.errors import UsageError
-from lmcli.scoring import Convert, SentenceScore, evaluate_file, score_sentences
-from lmcli.tokenizers import Tokenizer
+from lmcli.scoring import Convert, evaluate_file, score_sentences
 
 
 @app.command("eval")
@@ -85,17 +84,6 @@ def _sentences(sentences: list[str] | None, file: Path | None, encoding: str, er
     yield from sentences
 
 
-def _score_record(result: SentenceScore, tokenizer: Tokenizer, per_token: bool) -> dict[str, Any]:
-    """What ``score`` reports of one sentence ("text" as the user typed it)."""
-    record: dict[str, Any] = {
-        "text": result.text, "logprob": result.logprob, "log10prob": result.log10prob,
-        "num_tokens": result.num_tokens, "perplexity": result.perplexity, "oov": result.oov}
-    if per_token:
-        record["tokens"] = [{"token": tokenizer.tokens[i], "logprob": lp}
-                            for i, lp in zip(result.token_ids, result.token_logprobs or [])]
-    return record
-
-
 @app.command()
 @friendly_errors
 def score(
@@ -126,7 +114,7 @@ def score(
     table = ui.score_table(per_token, header=True) if terminal else None
     shown = 0
     for result in results:
-        record = _score_record(result, tokenizer, per_token)
+        record = result.to_record(tokenizer, per_token)
         if json_output:
             ui.emit_json(record)
         elif table is not None:
