@@ -66,3 +66,13 @@ def parse_int_list(text: str, flag: str = "a list") -> list[int]:
             raise SettingError(f"{flag} wants integers separated by commas, like 2000,10000; got {text!r}")
         values.append(int(match.group(1)) * (1000 if match.group(2) else 1))
     return values
+
+
+def parse_float_list(text: str, flag: str = "a list") -> list[float]:
+    """``0.7,0.3`` -> [0.7, 0.3]; ``flag`` names what is read in the error, as for
+    :func:`parse_int_list`."""
+    try:
+        return [float(part) for part in text.replace(" ", "").split(",")]
+    except ValueError:
+        raise SettingError(f"{flag} wants numbers separated by commas, like 0.7,0.3; got {text!r}") from None
+

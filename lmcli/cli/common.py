@@ -126,6 +126,10 @@ CheckpointOption = Annotated[
     str | None, typer.Option("--checkpoint", "-c", show_default=False,
                              help="A run folder (its best checkpoint) or a checkpoint file. "
                                   "Default: the last `lmcli train` run.")]
+CheckpointsOption = Annotated[list[str] | None, typer.Option(
+    "--checkpoint", "-c", show_default=False,
+    help="A run folder (its best checkpoint) or a checkpoint file; once per model to combine several "
+         "(a forward and a backward one, say). Default: the last `lmcli train` run.")]
 DeviceOption = Annotated[str, typer.Option("--device", help=DEVICE_HELP)]
 JsonOption = Annotated[bool, typer.Option("--json", help="JSON lines on stdout, nothing else.")]
 SeedOption = Annotated[int | None, typer.Option(help="Random seed: the same seed gives the same text.",
@@ -140,3 +144,15 @@ def load_model(checkpoint: str | None, device: str = "cpu") -> tuple[ckpt.Checkp
     path = ckpt.resolve(checkpoint)
     loaded = ckpt.load(path)
     return loaded, loaded.build_model(resolve_device(device))
+
+
+def language_model(checkpoint: str | None, device: str = "cpu") -> Any:
+    """A checkpoint's model, tokenizer and script conversion (a :class:`lmcli.rerank.LanguageModel`),
+    as rerank and score combine them."""
+    from lmcli.rerank import LanguageModel
+
+    loaded, model = load_model(checkpoint, device)
+    converter = loaded.converter
+    return LanguageModel(model, loaded.tokenizer, converter.to_model if converter.active else None,
+                         str(loaded.path))
+

@@ -15,7 +15,8 @@ import typer
 
 from lmcli import rerank as rr
 from lmcli import ui
-from lmcli.cli.common import DeviceOption, EncodingOption, app, friendly_errors, load_model
+from lmcli.cli.common import (CheckpointsOption, DeviceOption, EncodingOption, app, friendly_errors,
+                              language_model)
 from lmcli.errors import LmcliError, UsageError
 
 
@@ -30,10 +31,6 @@ RefsOption = Annotated[Path | None, typer.Option(
     show_default=False)]
 AmIsCostOption = Annotated[bool, typer.Option(
     "--am-is-cost", help="The scores are costs (lower is better, as Kaldi writes them): negate them.")]
-CheckpointsOption = Annotated[list[str] | None, typer.Option(
-    "--checkpoint", "-c", show_default=False,
-    help="A run folder (its best checkpoint) or a checkpoint file; once per model to combine several "
-         "(a forward and a backward one, say). Default: the last `lmcli train` run.")]
 LmWeightOption = Annotated[list[float] | None, typer.Option(
     "--lm-weight", help="Weight of an LM's log-probability, once per -c in order. (default: 1.0 each)",
     show_default=False)]
@@ -105,13 +102,8 @@ def rerank(
                          stdin=sys.stdin if nbest == "-" else None, skip_bad=skip_bad, warn=ui.warn)
     dev = (_dev_list(rr.NbestSource(tune, fmt, dev_scores, dev_refs, am_is_cost, encoding), skip_bad)
            if tune is not None else [])
-    models, levels = [], []
-    for spec in specs:
-        loaded, model = load_model(spec, device)
-        models.append(rr.LanguageModel(model, loaded.tokenizer, loaded.converter.to_model
-                                       if loaded.converter.active else None, str(loaded.path)))
-        levels.append(loaded.tokenizer.level)
-    metric = rr.choose_metric(metric, levels, dev or test)
+    models = [language_model(spec, device) for spec in specs]
+    metric = rr.choose_metric(metric, [m.tokenizer.level for m in models], dev or test)
     started = time.perf_counter()
     stats = rr.attach_lm_scores(test + dev, models, batch_size=batch_size)
     seconds = time.perf_counter() - started

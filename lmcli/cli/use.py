@@ -7,15 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from lmcli import checkpoint as ckpt
-from lmcli import ui
-from lmcli.cli.common import (CheckpointOption, DeviceOption, EncodingOption, ErrorsOption, JsonOption,
-                              SentenceBatchOption, app, friendly_errors, load_model)
+from lmcli import mixture, ui
+from lmcli.cli.common import (CheckpointOption, CheckpointsOption, DeviceOption, EncodingOption, ErrorsOption,
+                              JsonOption, SentenceBatchOption, app, friendly_errors, language_model,
+                              load_model)
 from lmcli.text import TextFiles, chunk_lines, iter_chunks
 from lmcli.errors import UsageError
-from lmcli.scoring import Convert, evaluate_file, score_sentences
+from lmcli.scoring import Convert, SentenceScore, evaluate_file, score_sentences
+from lmcli.units import parse_float_list
 
 
 @app.command("eval")
@@ -89,7 +92,14 @@ def _sentences(sentences: list[str] | None, file: Path | None, encoding: str, er
 def score(
     sentences: Annotated[list[str] | None, typer.Argument(show_default=False,
                                                           help="Sentences to score; - reads stdin.")] = None,
-    checkpoint: CheckpointOption = None,
+    checkpoint: CheckpointsOption = None,
+    mix: Annotated[str | None, typer.Option(
+        help="Score with the linear interpolation of the -c models' token probabilities, with these "
+             "weights (one per -c, scaled to sum to 1): 0.7,0.3. The models must share a vocabulary "
+             "and a direction.", show_default=False)] = None,
+    tune_mix: Annotated[Path | None, typer.Option(
+        "--tune-mix", help="Fit the mixture weights by EM on this dev text (one sentence a line), "
+                           "then score with them; the weights go to stderr.", show_default=False)] = None,
     file: Annotated[Path | None, typer.Option("--file", "-f", help="Score each line of this file "
                                               "(- for stdin).", show_default=False)] = None,
     per_token: Annotated[bool, typer.Option("--per-token", help="Add each token's logprob.")] = False,
@@ -101,9 +111,14 @@ def score(
     device: DeviceOption = "auto",
     json_output: JsonOption = False,
 ) -> None:
-    """Log-probability of sentences (natural log, <EOS> included), one result a line."""
+    """Log-probability of sentences (natural log, <EOS> included), one result a line; with
+    several -c, one column per model, or with --mix / --tune-mix their mixture."""
     source = _sentences(sentences, file, encoding, errors)
-    loaded, model = load_model(checkpoint, device)
+    if len(checkpoint or []) > 1 or mix is not None or tune_mix is not None:
+        _score_models(checkpoint or [], source, mix, tune_mix, per_token, not no_eos, batch_size, encoding,
+                      errors, device, json_output)
+        return
+    loaded, model = load_model(checkpoint[0] if checkpoint else None, device)
     tokenizer = loaded.tokenizer
     # Typing sentences at a terminal: answer each line at once instead of in groups.
     interactive = sys.stdin.isatty() and (file is not None and str(file) == "-" or sentences == ["-"])
@@ -128,3 +143,45 @@ def score(
             print(f"{result.logprob:.6f}\t{result.perplexity:.4f}\t{result.text}", flush=False)
     if table is not None and table.row_count:
         ui.stdout_console().print(table)
+
+
+def _score_models(specs: list[str], source: Iterator[str], mix: str | None, tune_mix: Path | None,
+                  per_token: bool, eos: bool, batch_size: int, encoding: str, errors: str, device: str,
+                  json_output: bool) -> None:
+    """score with several models: a column each, or (--mix, --tune-mix) their mixture."""
+    if len(specs) < 2:
+        raise UsageError("--mix and --tune-mix combine models: give -c once per model, two or more")
+    if mix is not None and tune_mix is not None:
+        raise UsageError("--tune-mix fits the --mix weights itself; give one or the other")
+    models = [language_model(spec, device) for spec in specs]
+    if mix is None and tune_mix is None:
+        for results in mixture.each_model(models, source, eos=eos, batch_size=batch_size):
+            _emit_columns(results, json_output)
+        return
+    mixture.check_mixable(models)
+    if tune_mix is not None:
+        dev = TextFiles.of([tune_mix], encoding, errors, what="dev text")
+        lines = [line for block in dev.line_blocks() for line in block if models[0].tokenizer.normalize(line)]
+        columns = [c for _, c in mixture.token_logprobs(models, lines, batch_size=batch_size)]
+        fit = mixture.fit_weights(np.concatenate(columns) if columns else np.zeros((0, len(models))))
+        weights = fit.weights
+        ui.note(f"mixture fitted on {tune_mix} ({fit.dev_tokens:,} tokens, {fit.iterations} EM iterations): "
+                f"--mix {','.join(f'{w:.6g}' for w in weights)}; dev perplexity {fit.dev_perplexity:.4f} "
+                f"(the models alone: {', '.join(f'{p:.4f}' for p in fit.model_perplexities)})")
+    else:
+        weights = mixture.normalized(parse_float_list(mix or "", "{mix}"), len(models))
+    for first, columns in mixture.token_logprobs(models, source, eos=eos, batch_size=batch_size):
+        record = mixture.mixed_score(first, columns, weights).to_record(models[0].tokenizer, per_token)
+        if json_output:
+            ui.emit_json({**record, "mix_weights": weights})
+        else:
+            print(f"{record['logprob']:.6f}\t{record['perplexity']:.4f}\t{record['text']}", flush=False)
+
+
+def _emit_columns(results: tuple[SentenceScore, ...], json_output: bool) -> None:
+    if json_output:
+        ui.emit_json({"text": results[0].text, "logprobs": [r.logprob for r in results],
+                      "num_tokens": [r.num_tokens for r in results], "oov": [r.oov for r in results]})
+    else:
+        print("\t".join([*(f"{r.logprob:.6f}" for r in results), results[0].text]), flush=False)
+
