@@ -4,10 +4,10 @@ recogniser rescoring its N-best lists, a notebook).
     import lmcli
 
     lm = lmcli.load("checkpoints/my-run", device="cpu")
-    lm.score(["the cat sat .", "cat the sat ."])          # [-21.3, -27.9]: natural logs
+    lm.score(["the cat sat .", "cat the sat ."])          # natural-log probabilities
     lm.score("the cat sat .", records=True)               # what `lmcli score --json` prints
-    lm.logprobs("the cat sat .")                          # [("the", -3.1), ..., ("<EOS>", -0.4)]
-    lm.generate(n=2, prime="the", temperature=0.8)        # ["the cat ...", "the dog ..."]
+    lm.logprobs("the cat sat .")                          # (token, logprob) pairs, <EOS> last
+    lm.generate(n=2, prime="the", temperature=0.8)        # two texts
     lm.rerank([{"id": "u1", "hyps": [{"text": "...", "am_score": -12.0}, ...]}], lm_weight=0.7)
 
 Every call gives what the command of the same name gives for the same input (the same
