@@ -20,14 +20,19 @@ import numpy as np
 
 from lmcli.errors import LmcliError, SettingError
 from lmcli.rerank import LanguageModel
-from lmcli.scoring import SentenceScore, score_sentences
+from lmcli.scoring import SentenceScore
 
 MAX_ITERATIONS = 500
 TOLERANCE = 1e-9  # relative change of the dev log-likelihood that ends EM
 
 
 def check_mixable(models: Sequence[LanguageModel]) -> None:
-    """Interpolation token by token needs one vocabulary and one reading direction."""
+    """Interpolation token by token needs lmcli models of one vocabulary and one reading
+    direction."""
+    for lm in models:
+        if not isinstance(lm, LanguageModel):
+            raise LmcliError(f"{lm.name} is not an lmcli model: a mixture adds probabilities token by token; "
+                             "rerank and score take it as a column of its own")
     first = models[0]
     for lm in models[1:]:
         if lm.tokenizer.tokens != first.tokenizer.tokens or lm.tokenizer.level != first.tokenizer.level:
@@ -59,8 +64,7 @@ def each_model(models: Sequence[LanguageModel], sentences: Iterable[str], *, eos
             group.append(sentence)
             if len(group) < group_size:
                 continue
-        yield from zip(*(list(score_sentences(lm.model, lm.tokenizer, group, batch_size=batch_size, eos=eos,
-                                              per_token=per_token, convert=lm.convert)) for lm in models))
+        yield from zip(*(lm.scores(group, eos=eos, per_token=per_token, batch_size=batch_size) for lm in models))
         group = []
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from lmcli.model import RNNLM
 from lmcli.nbest import Hypothesis, NbestSource, Utterance, read_nbest  # noqa: F401  (rescoring's inputs)
-from lmcli.scoring import Convert, score_sentences
+from lmcli.scoring import Convert, SentenceScore, score_sentences
 from lmcli.tokenizers import Tokenizer
 from lmcli.tuning import (METRICS, ErrorReport, TuneResult, Weights, attach_errors,  # noqa: F401
                           error_report, tune)
@@ -27,12 +27,23 @@ OUTPUT_FORMATS = ("jsonl", "kaldi", "tsv")
 @dataclass
 class LanguageModel:
     """One column of LM scores: a model, its tokenizer, and what turns a hypothesis into
-    the text it reads (another Chinese script, say)."""
+    the text it reads (another Chinese script, say). A column is anything with ``name``,
+    ``level`` and :meth:`scores` (a KenLM model, :class:`lmcli.ngram.KenLM`, is another)."""
 
     model: RNNLM
     tokenizer: Tokenizer
     convert: Convert | None = None
     name: str = "lm"
+
+    @property
+    def level(self) -> str:
+        return self.tokenizer.level
+
+    def scores(self, texts: list[str], *, eos: bool = True, per_token: bool = False,
+               batch_size: int = 64) -> list[SentenceScore]:
+        """The sentences' scores, as ``lmcli score`` computes them."""
+        return list(score_sentences(self.model, self.tokenizer, texts, batch_size=batch_size, eos=eos,
+                                    per_token=per_token, convert=self.convert))
 
 
 # ----------------------------------------------------------------------------- reading
@@ -52,8 +63,7 @@ def attach_lm_scores(utterances: list[Utterance], models: list[LanguageModel], *
     texts = list(dict.fromkeys(h.text for u in utterances for h in u.hyps))
     columns = []
     for lm in models:
-        scores = score_sentences(lm.model, lm.tokenizer, texts, batch_size=batch_size, convert=lm.convert)
-        columns.append({text: result.logprob for text, result in zip(texts, scores)})
+        columns.append({text: result.logprob for text, result in zip(texts, lm.scores(texts, batch_size=batch_size))})
     count = 0
     for utterance in utterances:
         for hyp in utterance.hyps:

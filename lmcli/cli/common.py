@@ -148,9 +148,12 @@ def load_model(checkpoint: str | None, device: str = "cpu") -> tuple[ckpt.Checkp
 
 def language_model(checkpoint: str | None, device: str = "cpu") -> Any:
     """A checkpoint's model, tokenizer and script conversion (a :class:`lmcli.rerank.LanguageModel`),
-    as rerank and score combine them."""
+    as rerank and score combine them; a KenLM file (.arpa, .bin...) is read by KenLM instead."""
+    from lmcli.ngram import KenLM, is_ngram_file
     from lmcli.rerank import LanguageModel
 
+    if is_ngram_file(checkpoint):
+        return KenLM(str(checkpoint))
     loaded, model = load_model(checkpoint, device)
     converter = loaded.converter
     return LanguageModel(model, loaded.tokenizer, converter.to_model if converter.active else None,

@@ -103,7 +103,7 @@ def rerank(
     dev = (_dev_list(rr.NbestSource(tune, fmt, dev_scores, dev_refs, am_is_cost, encoding), skip_bad)
            if tune is not None else [])
     models = [language_model(spec, device) for spec in specs]
-    metric = rr.choose_metric(metric, [m.tokenizer.level for m in models], dev or test)
+    metric = rr.choose_metric(metric, [m.level for m in models], dev or test)
     started = time.perf_counter()
     stats = rr.attach_lm_scores(test + dev, models, batch_size=batch_size)
     seconds = time.perf_counter() - started

@@ -17,6 +17,7 @@ from lmcli.cli.common import (CheckpointOption, CheckpointsOption, DeviceOption,
                               load_model)
 from lmcli.text import TextFiles, chunk_lines, iter_chunks
 from lmcli.errors import UsageError
+from lmcli.ngram import is_ngram_file
 from lmcli.scoring import Convert, SentenceScore, evaluate_file, score_sentences
 from lmcli.units import parse_float_list
 
@@ -114,7 +115,8 @@ def score(
     """Log-probability of sentences (natural log, <EOS> included), one result a line; with
     several -c, one column per model, or with --mix / --tune-mix their mixture."""
     source = _sentences(sentences, file, encoding, errors)
-    if len(checkpoint or []) > 1 or mix is not None or tune_mix is not None:
+    if len(checkpoint or []) > 1 or mix is not None or tune_mix is not None or is_ngram_file(
+            checkpoint[0] if checkpoint else None):
         _score_models(checkpoint or [], source, mix, tune_mix, per_token, not no_eos, batch_size, encoding,
                       errors, device, json_output)
         return
@@ -149,7 +151,7 @@ def _score_models(specs: list[str], source: Iterator[str], mix: str | None, tune
                   per_token: bool, eos: bool, batch_size: int, encoding: str, errors: str, device: str,
                   json_output: bool) -> None:
     """score with several models: a column each, or (--mix, --tune-mix) their mixture."""
-    if len(specs) < 2:
+    if len(specs) < 2 and (mix is not None or tune_mix is not None):
         raise UsageError("--mix and --tune-mix combine models: give -c once per model, two or more")
     if mix is not None and tune_mix is not None:
         raise UsageError("--tune-mix fits the --mix weights itself; give one or the other")
