@@ -112,7 +112,7 @@ def _command_options() -> list[inspect.Parameter]:
         ("init_from", None, Annotated[str | None, typer.Option(
             "--init-from", help="Fine-tune: start a new run from this run's (or checkpoint's) weights "
                                 "and vocabulary, with a fresh optimizer and schedule; its settings "
-                                "are the defaults, the learning rate a tenth of its own.",
+                                "are the defaults, the learning rate 0.3 times its own.",
             rich_help_panel=_COMMAND, show_default=False)]),
         ("force", False, Annotated[bool, typer.Option(
             "--force", help="Start over in an --out folder that holds a run.", rich_help_panel=_COMMAND)]),

@@ -9,10 +9,10 @@ change one is refused. The source's other training settings (optimizer, windows,
 dropout, clipping...) are the defaults here, as a recipe's are; flags given override them.
 
 The learning rate defaults to the source's times :data:`LR_SCALE`. At the rate that
-trained it from scratch, the first steps on a small corpus move the weights far from
-what the general text taught (the forgetting fine-tuning is meant to avoid); a tenth is
-the usual starting point of fine-tuning recipes, and the measurements behind the choice
-are in benchmarks/RESULTS.md ("Fine-tuning").
+trained it from scratch, the first steps on a small corpus move the weights far from what
+the general text taught (the forgetting fine-tuning is meant to avoid); far below it, the
+new text is barely learned in a few minutes. Among a tenth, three tenths and the full rate,
+three tenths did best on validation (benchmarks/RESULTS.md, "Fine-tuning").
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from lmcli.errors import InputError, SettingError
 from lmcli.tokenizers import EOS_ID, UNK_ID
 from lmcli.train.config import TrainConfig, stored_settings
 
-LR_SCALE = 0.1
+LR_SCALE = 0.3
 MOST_UNKNOWN = 0.5  # a corpus at least this unknown to the vocabulary is refused
 # What the weights and the vocabulary fix: a fine-tuned model keeps them.
 FIXED = ("level", "vocab_size", "min_freq", "lowercase", "cell", "direction", "periods",
