@@ -20,10 +20,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import json
-import os
 import shlex
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -33,6 +31,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from lmcli.model import ALL_CELLS
+from lmcli_calls import call_lmcli
 from sections import replace_section
 
 DATA = REPO / "benchmarks" / ".cache" / "quality"
@@ -51,32 +50,22 @@ LEVELS: dict[str, list[str]] = {"word": ["--level", "word", "--softmax", "adapti
 def run_one(level: str, cell: str, seed: int, steps: int, data: Path, out: Path) -> dict[str, Any]:
     """Train one cell with one seed, score validation and test, and return the record."""
     run_dir = out / "runs" / f"{level}-{cell}-s{seed}"
-    lmcli = [sys.executable, "-m", "lmcli"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    train = [*lmcli, "train", str(data / "train.txt"), "--valid", str(data / "valid.txt"), "--model", cell,
+    train = ["train", str(data / "train.txt"), "--valid", str(data / "valid.txt"), "--model", cell,
              *COMMON, *LEVELS[level], "--max-steps", str(steps), "--eval-every", str(steps // 2),
              "--seed", str(seed), "-o", str(run_dir), "--force", "--json"]
     log = out / "logs" / f"{level}-{cell}-s{seed}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
 
-    def call(argv: list[str]) -> list[dict[str, Any]]:
-        # cwd = the run's parent: train records ./checkpoints/LATEST there, not in the repository.
-        done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=out)
-        with open(log, "a", encoding="utf-8") as handle:
-            handle.write(f"$ {shlex.join(argv)}\n{done.stdout}{done.stderr}\n")
-        if done.returncode:
-            raise RuntimeError(f"{shlex.join(argv)} exited with {done.returncode} (see {log})")
-        return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    def call(args: list[str]) -> list[dict[str, Any]]:
+        return call_lmcli(args, log=log, cwd=out, threads=1)
 
     finished = next(e for e in call(train) if e.get("event") == "finished")
-    info = call([*lmcli, "info", "-c", str(run_dir), "--json"])[-1]
-    scores = {name: call([*lmcli, "eval", str(data / f"{name}.txt"), "-c", str(run_dir), "--stream", "--json"])[-1]
+    info = call(["info", "-c", str(run_dir), "--json"])[-1]
+    scores = {name: call(["eval", str(data / f"{name}.txt"), "-c", str(run_dir), "--stream", "--json"])[-1]
               for name in ("valid", "test")}
     return {"level": level, "cell": cell, "seed": seed, "steps": finished["step"],
             "train_seconds": finished["elapsed"], "tokens_per_second": finished["tokens_per_second"],
             "parameters": info.get("parameters"), "valid": scores["valid"], "test": scores["test"],
-            "command": shlex.join(["lmcli", *train[3:]]).replace(str(REPO) + "/", "")}
+            "command": shlex.join(["lmcli", *train]).replace(str(REPO) + "/", "")}
 
 
 def spread(values: list[float], digits: int) -> str:
@@ -145,7 +134,11 @@ def main() -> None:
                                args.data, args.results): (level, cell, seed) for level, cell, seed in todo}
         for future in concurrent.futures.as_completed(futures):
             name = "{}-{}-s{}".format(*futures[future])
-            record = future.result()
+            try:
+                record = future.result()
+            except RuntimeError as error:  # the others go on; the table lacks this run
+                print(f"{name}: FAILED: {error}", flush=True)
+                continue
             (args.results / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
             measure = "perplexity" if record["level"] == "word" else "bits_per_char"
             print(f"{name}: valid {record['valid'][measure]:.4f} test {record['test'][measure]:.4f} "

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from lmcli_calls import call_lmcli
 from sections import replace_section
 
 sys.path.insert(0, str(REPO))
@@ -67,14 +66,7 @@ def split(work: Path) -> dict[str, Path]:
 
 
 def lmcli(*args: str, log: Path) -> list[dict[str, Any]]:
-    argv = [sys.executable, "-m", "lmcli", *args]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=WORK)
-    with open(log, "a", encoding="utf-8") as handle:
-        handle.write(f"$ {shlex.join(argv)}\n{done.stdout}{done.stderr}\n")
-    if done.returncode:
-        raise SystemExit(f"{shlex.join(argv)} failed ({done.returncode}); see {log}")
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return call_lmcli(list(args), log=log, cwd=WORK)
 
 
 def train(name: str, corpus: Path, valid: Path | None, flags: list[str], steps: int, log: Path) -> dict[str, Any]:
