@@ -97,19 +97,24 @@ def _isolated_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(work)
 
 
+def tiny_run(root: Path, lines: list[str], level: str, model: dict, **train: object) -> Path:
+    """A tiny model trained on ``lines`` into ``root / "run"`` (no dropout unless ``model``
+    says; ``train`` overrides TrainConfig fields)."""
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    settings = {"seq_len": 12, "batch_size": 8, "lr": 0.01, "seed": 3, "device": "cpu", **train}
+    request = RunRequest(corpus=[str(corpus)], data=DataConfig(level=level, min_freq=1, valid_fraction=0.1),
+                         model={"layers": 1, "dropout": 0.0, **model}, train=TrainConfig(**settings),
+                         out_dir=root / "run")
+    start_run(request, root=root / "checkpoints")
+    return root / "run"
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny word-level LSTM trained for a few seconds, shared by read-only tests."""
-    root = tmp_path_factory.mktemp("trained")
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(english_lines(400, seed=1)) + "\n", encoding="utf-8")
-    request = RunRequest(
-        corpus=[str(corpus)], data=DataConfig(level="word", min_freq=1, valid_fraction=0.1),
-        model={"cell": "lstm", "layers": 1, "embed_dim": 16, "hidden_dim": 32, "dropout": 0.0},
-        train=TrainConfig(seq_len=12, batch_size=8, epochs=6, lr=0.01, seed=3, device="cpu"),
-        out_dir=root / "run")
-    start_run(request, root=root / "checkpoints")
-    return root / "run"
+    return tiny_run(tmp_path_factory.mktemp("trained"), english_lines(400, seed=1), "word",
+                    {"cell": "lstm", "embed_dim": 16, "hidden_dim": 32}, epochs=6)
 
 
 # ----------------------------------------------------------------- small training runs

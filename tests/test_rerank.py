@@ -14,7 +14,7 @@ from lmcli import checkpoint as ckpt
 from lmcli import rerank as rr
 from lmcli.cli import app
 from lmcli.scoring import score_sentences
-from lmcli.tuning import char_errors, word_errors
+from lmcli.tuning import word_errors
 
 from conftest import english_lines
 

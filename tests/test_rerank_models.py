@@ -13,11 +13,9 @@ from typer.testing import CliRunner
 from lmcli import checkpoint as ckpt
 from lmcli import rerank as rr
 from lmcli.cli import app
-from lmcli.corpus import DataConfig
 from lmcli.nbest import read_refs
-from lmcli.train import RunRequest, TrainConfig, start_run
 from lmcli.tuning import char_errors, word_errors
-from conftest import POEM_LINES, english_lines
+from conftest import POEM_LINES, english_lines, tiny_run
 from test_rerank import synthetic_nbest, write_jsonl
 
 runner = CliRunner()
@@ -26,31 +24,15 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def backward_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny backward word model on the same kind of text as ``trained_run``."""
-    root = tmp_path_factory.mktemp("backward")
-    corpus = root / "corpus.txt"
-    corpus.write_text("\n".join(english_lines(400, seed=1)) + "\n", encoding="utf-8")
-    request = RunRequest(
-        corpus=[str(corpus)], data=DataConfig(level="word", min_freq=1, valid_fraction=0.1),
-        model={"cell": "lstm", "direction": "backward", "layers": 1, "embed_dim": 16, "hidden_dim": 32,
-               "dropout": 0.0},
-        train=TrainConfig(seq_len=12, batch_size=8, epochs=6, lr=0.01, seed=3, device="cpu"),
-        out_dir=root / "run")
-    start_run(request, root=root / "checkpoints")
-    return root / "run"
+    return tiny_run(tmp_path_factory.mktemp("backward"), english_lines(400, seed=1), "word",
+                    {"cell": "lstm", "direction": "backward", "embed_dim": 16, "hidden_dim": 32}, epochs=6)
 
 
 @pytest.fixture(scope="module")
 def poem_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("poems")
-    corpus = root / "poems.txt"
-    corpus.write_text("\n".join(POEM_LINES * 20) + "\n", encoding="utf-8")
-    request = RunRequest(
-        corpus=[str(corpus)], data=DataConfig(level="char", min_freq=1, valid_fraction=0.1),
-        model={"cell": "gru", "layers": 1, "embed_dim": 16, "hidden_dim": 32, "dropout": 0.0},
-        train=TrainConfig(seq_len=16, batch_size=4, epochs=None, max_steps=60, lr=0.01, seed=3, device="cpu"),
-        out_dir=root / "run")
-    start_run(request, root=root / "checkpoints")
-    return root / "run"
+    return tiny_run(tmp_path_factory.mktemp("poems"), POEM_LINES * 20, "char",
+                    {"cell": "gru", "embed_dim": 16, "hidden_dim": 32}, seq_len=16, batch_size=4, epochs=None,
+                    max_steps=60)
 
 
 def cli(*args: str, input: str | None = None) -> list[dict]:

@@ -11,17 +11,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import POEM_LINES, REPO
+from conftest import POEM_LINES, REPO, tiny_run
 from lmcli import checkpoint as ckpt
 from lmcli import ui
 from lmcli.cli import app
 from lmcli.cli.common import flag_of
-from lmcli.corpus import DataConfig
 from lmcli.errors import SettingError
 from lmcli.script import (ScriptConverter, choose_display_script, prepare_user_text, text_script,
                           vocabulary_script)
 from lmcli.tokenizers import UNK_ID, CharTokenizer, WordTokenizer
-from lmcli.train import RunRequest, TrainConfig, start_run
 from lmcli.vocabulary import build_tokenizer
 
 runner = CliRunner()
@@ -51,17 +49,9 @@ def json_lines(text: str) -> list[dict]:
 def poem_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny char-level model of traditional-script poems (a few steps: its scores need
     not be good, only the same for the same tokens)."""
-    root = tmp_path_factory.mktemp("poems")
-    corpus = root / "poems.txt"
-    corpus.write_text("\n".join(POEM_LINES * 20) + "\n", encoding="utf-8")
-    request = RunRequest(
-        corpus=[str(corpus)], data=DataConfig(level="char", min_freq=1, valid_fraction=0.1),
-        model={"cell": "gru", "layers": 1, "embed_dim": 8, "hidden_dim": 16, "dropout": 0.0},
-        train=TrainConfig(seq_len=16, batch_size=4, epochs=None, max_steps=6, lr=0.01, seed=1,
-                          device="cpu"),
-        out_dir=root / "run")
-    start_run(request, root=root / "checkpoints")
-    return root / "run"
+    return tiny_run(tmp_path_factory.mktemp("poems"), POEM_LINES * 20, "char",
+                    {"cell": "gru", "embed_dim": 8, "hidden_dim": 16},
+                    seq_len=16, batch_size=4, epochs=None, max_steps=6, seed=1)
 
 
 # ----------------------------------------------------------------------------- detection
