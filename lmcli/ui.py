@@ -68,6 +68,12 @@ def plain(value: Any) -> Any:
     return value
 
 
+def print_ansi(text: str) -> None:
+    """Text with ANSI colour codes (a plotext figure) on stdout: coloured on a terminal,
+    plain when piped."""
+    stdout_console().print(Text.from_ansi(text.rstrip("\n")), soft_wrap=True)
+
+
 def emit_line(text: str) -> None:
     """One line of plain text on stdout, flushed (data a program reads)."""
     sys.stdout.write(text + "\n")
@@ -242,7 +248,10 @@ TABLE_PAGE = 200  # rows per printed table when scoring many sentences on a term
 
 def score_table(per_token: bool, header: bool = True) -> Table:
     """Columns of fixed width, so that pages printed one after another line up."""
-    table = Table(show_lines=per_token, show_header=header, expand=True)
+    caption = (f"tokens coloured by probability: [{surprise_colour(0.0)}]expected[/] to "
+               f"[{surprise_colour(-99.0)}]surprising[/] (1e-{SURPRISE_DECADES} and below)"
+               if per_token and header else None)
+    table = Table(show_lines=per_token, show_header=header, expand=True, caption=caption)
     table.add_column("sentence", overflow="fold", ratio=1)
     for name in ("logprob", "log10prob", "tokens", "perplexity", "oov"):
         table.add_column(name, justify="right", width=10 if name != "oov" else 4, no_wrap=True)
@@ -258,11 +267,23 @@ def marked_unknown(segments: list[tuple[str, bool]]) -> str:
                    for run, unknown in segments)
 
 
+SURPRISE_DECADES = 3  # red at a probability of 10**-3 and below, green at 1
+
+
+def surprise_colour(logprob: float) -> str:
+    """A token's colour by its probability: green where the model expected it, through
+    yellow, to red where it was surprised (10**-SURPRISE_DECADES and below)."""
+    share = min(1.0, max(0.0, 1.0 + logprob / (SURPRISE_DECADES * math.log(10.0))))
+    red, green = (255, round(510 * share)) if share < 0.5 else (round(510 * (1 - share)), 255)
+    return f"rgb({red},{green},0)"
+
+
 def _token_markup(token: dict[str, Any], surface: str | None) -> str:
+    number = f"[dim]:{token['logprob']:.2f}[/]"
     if token["token"] == "<UNK>":  # what the <UNK> stood for, where known
         shown = f"<UNK>={surface}" if surface else "<UNK>"
-        return f"[/dim][{UNKNOWN_STYLE}]{escape(shown)}[/]:{token['logprob']:.2f}[dim]"
-    return f"{escape(token['token'])}:{token['logprob']:.2f}"
+        return f"[{UNKNOWN_STYLE}]{escape(shown)}[/]{number}"
+    return f"[{surprise_colour(token['logprob'])}]{escape(token['token'])}[/]{number}"
 
 
 def add_score_row(table: Table, record: dict[str, Any], segments: list[tuple[str, bool]] | None = None,
@@ -272,9 +293,8 @@ def add_score_row(table: Table, record: dict[str, Any], segments: list[tuple[str
     text = marked_unknown(segments) if segments is not None else escape(record["text"])
     if "tokens" in record:
         surfaces = surfaces or []
-        text += "\n[dim]" + " ".join(
-            _token_markup(t, surfaces[i] if i < len(surfaces) else None)
-            for i, t in enumerate(record["tokens"])) + "[/]"
+        text += "\n" + " ".join(_token_markup(t, surfaces[i] if i < len(surfaces) else None)
+                                 for i, t in enumerate(record["tokens"]))
     oov = f"[{UNKNOWN_STYLE}]{record['oov']}[/]" if record["oov"] else "0"
     table.add_row(text, f"{record['logprob']:.4f}", f"{record['log10prob']:.4f}",
                   str(record["num_tokens"]), _fmt(record["perplexity"], 2), oov)

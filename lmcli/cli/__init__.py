@@ -4,7 +4,7 @@ One module per group of commands, each registering its commands on the shared Ty
 (:mod:`lmcli.cli.common`). Only this package and :mod:`lmcli.ui` use typer and rich.
 """
 
-from lmcli.cli import generate, inspect, rerank, train, use  # noqa: F401  (each registers its commands)
+from lmcli.cli import generate, inspect, plot, rerank, train, use  # noqa: F401  (each registers its commands)
 from lmcli.cli.common import app, flag_of
 from lmcli.cli.train import _StopFlag
 

@@ -30,7 +30,7 @@ app = typer.Typer(
     help="Train recurrent (RNN / LSTM / GRU) language models on a text file; write poems, "
          "score sentences, evaluate perplexity.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
