@@ -95,7 +95,8 @@ def test_surprise_colours_run_from_green_to_red() -> None:
 
 def test_shell_completion() -> None:
     """The installed command offers Typer's completion: its script, and commands completed."""
-    script = subprocess.run([sys.executable, "-m", "lmcli", "--show-completion", "bash"], capture_output=True,
+    # Typer reads the shell off the parent process: run it from bash, as a user would.
+    script = subprocess.run(["bash", "-c", f"{sys.executable} -m lmcli --show-completion"], capture_output=True,
                             text=True, env=child_env())
     assert script.returncode == 0 and "complete" in script.stdout
     env = child_env(_LMCLI_COMPLETE="complete_bash", COMP_WORDS="lmcli tr", COMP_CWORD="1")
