@@ -123,48 +123,72 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2000, help="training steps of each model")
     parser.add_argument("--dev", type=int, default=500, help="dev utterances")
     parser.add_argument("--test", type=int, default=1000, help="test utterances")
+    parser.add_argument("--list-seeds", type=int, nargs="+", default=[1, 2, 3],
+                        help="simulations of the dev and test lists (the models stay the same)")
     parser.add_argument("--write", type=Path)
     args = parser.parse_args()
     train_words = Counter((DATA / "train.txt").read_text(encoding="utf-8").split())
     frequent = [w for w, _ in train_words.most_common(2000) if w.isalpha()]
     confusions = Confusions(sorted(w for w in train_words if w.isalpha()))
-    dev = nbest(DATA / "valid.txt", confusions, frequent, 1, args.dev)
-    test = nbest(DATA / "test.txt", confusions, frequent, 2, args.test)
     runs = {d: train(d, args.steps) for d in ("forward", "backward")}
     models = []
     for direction, run in runs.items():
         loaded = ckpt.load(run / ckpt.BEST)
         models.append(rr.LanguageModel(loaded.build_model(), loaded.tokenizer, name=direction))
+    results: dict[str, list[tuple[Any, rr.ErrorReport]]] = {}
+    for seed in args.list_seeds:
+        dev = nbest(DATA / "valid.txt", confusions, frequent, 2 * seed - 1, args.dev)
+        test = nbest(DATA / "test.txt", confusions, frequent, 2 * seed, args.test)
+        for label, tuned, result in combinations(dev, test, models):
+            results.setdefault(label, []).append((tuned, result))
+    section = report(results, dev, test, confusions, args)
+    print("\n".join(section))
+    if args.write:
+        replace_section(args.write, "Rescoring with two directions", section)
+
+
+def combinations(dev: list[rr.Utterance], test: list[rr.Utterance], models: list[rr.LanguageModel]
+                 ) -> list[tuple[str, Any, rr.ErrorReport]]:
+    """Each model alone and both, their weights tuned on dev, the WER on test."""
     rr.attach_lm_scores(dev + test, models)
     both = {id(h): list(h.lm_logprobs) for u in dev + test for h in u.hyps}
-    rows: list[tuple[str, Any, rr.ErrorReport]] = []
+    rows = []
     for label, keep in (("forward", [0]), ("backward", [1]), ("forward + backward", [0, 1])):
         for utterance in dev + test:
             for hyp in utterance.hyps:
                 hyp.lm_logprobs = [both[id(hyp)][k] for k in keep]
         tuned = rr.tune(dev)
         rows.append((label, tuned, rr.error_report(test, tuned.weights)))
-    section = report(rows, dev, test, confusions, args)
-    print("\n".join(section))
-    if args.write:
-        replace_section(args.write, "Rescoring with two directions", section)
+    return rows
 
 
-def report(rows: list[tuple[str, Any, rr.ErrorReport]], dev: list[rr.Utterance], test: list[rr.Utterance],
-           confusions: Confusions, args: argparse.Namespace) -> list[str]:
-    first = rows[0][2]
+def report(results: dict[str, list[tuple[Any, rr.ErrorReport]]], dev: list[rr.Utterance],
+           test: list[rr.Utterance], confusions: Confusions, args: argparse.Namespace) -> list[str]:
+    def spread(values: list[float]) -> str:
+        values = [100 * v for v in values]
+        return f"{sum(values) / len(values):.2f}% ± {(max(values) - min(values)) / 2:.2f}"
+
+    reports = [r for _, r in results["forward"]]
     command = "python " + shlex.join(["benchmarks/bench_bidirectional.py", *sys.argv[1:]])
     lines = ["## Rescoring with two directions", "", f"`{command}`", "",
-             f"Simulated N-best lists (benchmarks/bench_bidirectional.py says how): {len(dev):,} dev and "
-             f"{len(test):,} test utterances of the quality corpus, up to {HYPS} hypotheses each, "
-             f"{first.ref_words:,} test reference words; {len(confusions.alike):,} vocabulary words have "
-             f"sound-alikes. Models: word level, `--recipe tiny`, {args.steps:,} steps each.", "",
-             "| language models | weights tuned on dev | dev WER | test WER |", "|---|---|---:|---:|",
-             f"| none (the acoustic 1-best) | - | - | {100 * first.am['wer']:.2f}% |"]
-    for label, tuned, result in rows:
-        lines.append(f"| {label} | `{tuned.weights.flags()}` | {100 * tuned.error_after:.2f}% | "
-                     f"{100 * result.rescored['wer']:.2f}% |")
-    lines += [f"| oracle (the best hypothesis of each list) | - | - | {100 * first.oracle['wer']:.2f}% |", ""]
+             f"Simulated N-best lists (benchmarks/bench_bidirectional.py says how), simulated "
+             f"{len(args.list_seeds)} times (list seeds {', '.join(map(str, args.list_seeds))}): each time "
+             f"{len(dev):,} dev and {len(test):,} test utterances of the quality corpus, up to {HYPS} hypotheses "
+             f"each, about {reports[-1].ref_words:,} test reference words; {len(confusions.alike):,} vocabulary "
+             f"words have sound-alikes. Models: word level, `--recipe tiny`, {args.steps:,} steps each, the "
+             "same for every simulation. Mean ± half the range over the simulations; weights: the last one's.",
+             "", "| language models | weights tuned on dev | dev WER | test WER |", "|---|---|---:|---:|",
+             f"| none (the acoustic 1-best) | - | - | {spread([r.am['wer'] for r in reports])} |"]
+    for label, rows in results.items():
+        lines.append(f"| {label} | `{rows[-1][0].weights.flags()}` | {spread([t.error_after for t, _ in rows])} | "
+                     f"{spread([r.rescored['wer'] for _, r in rows])} |")
+    lines += [f"| oracle (the best hypothesis of each list) | - | - | "
+              f"{spread([r.oracle['wer'] for r in reports])} |", ""]
+    gains = [100 * (f.rescored["wer"] - b.rescored["wer"])
+             for (_, f), (_, b) in zip(results["forward"], results["forward + backward"])]
+    lines += [f"Forward + backward against forward alone, test WER, simulation by simulation: "
+              f"{', '.join(f'{-g:+.2f}' for g in gains)} points ({sum(g > 0 for g in gains)} of {len(gains)} "
+              "lower).", ""]
     return lines
 
 
