@@ -186,37 +186,11 @@ class Trainer:
                     reason = None
             return self._finish(reason or "completed")
         except StorageError as error:
-            raise StorageError(f"{error}; {self._intact()}", error.path, error.needed) from None
+            raise StorageError(f"{error}; {saving.intact(self)}", error.path, error.needed) from None
         except (RuntimeError, MemoryError) as error:
             if not out_of_memory(error):
                 raise
-            raise self._out_of_memory() from None
-
-    def _out_of_memory(self) -> LmcliError:
-        """The error for an allocation that failed mid-run, after saving last.pt if that
-        still can be done (the batch's tensors are gone by now)."""
-        where = "GPU memory" if self.device.type == "cuda" else "memory"
-        try:
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
-            self.save_last()
-            kept = f"last.pt (step {self.run.step:,}) is saved: lmcli train --resume -o {self.out_dir} goes on"
-        except (RuntimeError, MemoryError, LmcliError):
-            kept = self._intact()
-        return LmcliError(f"ran out of {where} at step {self.run.step:,}; {kept} (lower --batch-size or "
-                          "--seq-len to go on with less; --hidden-dim for a new run)")
-
-    def _intact(self) -> str:
-        """What a failed save left: the checkpoints written before, and how to go on."""
-        saved = {name: step for name, step in self.saved.items() if (self.out_dir / name).exists()}
-        if not saved:
-            return "no checkpoint had been saved yet"
-        if len(set(saved.values())) == 1:
-            kept = f"the checkpoints from step {next(iter(saved.values())):,} are intact"
-        else:
-            kept = " and ".join(f"{name} (step {step:,})" for name, step in saved.items()) + " are intact"
-        more = f"; free some space and continue with: lmcli train --resume -o {self.out_dir}" if ckpt.LAST in saved else ""
-        return kept + more
+            raise saving.out_of_memory(self) from None
 
     def _begin(self) -> None:
         run, model = self.run, self.model
