@@ -21,7 +21,6 @@ and records the folder in ``checkpoints/LATEST`` so that other commands find it.
 from __future__ import annotations
 
 import datetime as _dt
-import errno
 import math
 import os
 import pickle
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 
 import lmcli
+from lmcli.disk import tensor_bytes, write_failure
 from lmcli.errors import LmcliError, SettingError
 from lmcli.model import RNNLM, ModelConfig
 from lmcli.script import ScriptConverter, vocabulary_script
@@ -137,10 +137,11 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Any) -> None:
+def atomic_write(path: Path, write: Any, needed: int | None = None) -> None:
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it over
-    ``path``. On any failure (a full disk, say) the temporary file is removed, the old
-    file is untouched and a one-line :class:`LmcliError` says why."""
+    ``path``. On any failure (a full disk, say) the temporary file is removed and the old
+    file is untouched; a storage failure is a :class:`lmcli.disk.StorageError` saying what
+    ran out where (``needed``: the bytes the file takes, about)."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -150,19 +151,28 @@ def atomic_write(path: Path, write: Any) -> None:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as error:
-        tmp.unlink(missing_ok=True)
-        reason = "no space left on device" if error.errno == errno.ENOSPC else error.strerror or str(error)
-        raise LmcliError(f"could not write {path}: {reason}; the previous file is kept") from None
+    except (OSError, RuntimeError) as error:
+        _remove(tmp)
+        failure = write_failure(path, error, needed)
+        if failure is None:
+            raise
+        raise failure from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _remove(tmp)
         raise
+
+
+def _remove(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError:  # a folder gone read-only keeps it; the name says what it is
+        pass
 
 
 def save(payload: dict[str, Any], path: Path) -> None:
     """Write a checkpoint atomically."""
     check_plain(payload)
-    atomic_write(path, lambda handle: torch.save(payload, handle))
+    atomic_write(path, lambda handle: torch.save(payload, handle), needed=tensor_bytes(payload))
 
 
 @dataclass

@@ -261,7 +261,14 @@ class CorpusBuilder:
         self.workers = 1
 
     def build(self, tokenizer: Tokenizer | None = None) -> CorpusData:
-        """The corpus with ``tokenizer``'s streams, or those of the vocabulary it learns."""
+        """The corpus with ``tokenizer``'s streams, or those of the vocabulary it learns;
+        refused if a file changed while it was read (the passes would disagree)."""
+        stamps = self.files.stamps()
+        data = self._build(tokenizer)
+        self.files.check_unchanged(stamps)
+        return data
+
+    def _build(self, tokenizer: Tokenizer | None) -> CorpusData:
         corpus_scan = self._read()
         if tokenizer is None and self.cache is not None:
             tokenizer = self.cache.load_tokenizer(self.vocab_key)

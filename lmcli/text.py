@@ -181,6 +181,17 @@ class TextFiles:
     def size_bytes(self) -> int:
         return sum(path.stat().st_size for path in self.paths)
 
+    def stamps(self) -> list[tuple[int, int]]:
+        """Each file's (size, modification time in ns): what tells that one changed."""
+        return [(stat.st_size, stat.st_mtime_ns) for stat in (path.stat() for path in self.paths)]
+
+    def check_unchanged(self, stamps: list[tuple[int, int]]) -> None:
+        """Refuse a result read from files that changed while they were read."""
+        for path, before, now in zip(self.paths, stamps, self.stamps()):
+            if before != now:
+                raise LmcliError(f"{path} changed while it was read (size {before[0]:,} -> {now[0]:,} bytes); "
+                                 "run again once it is written")
+
     def chunks(self, on_bytes: BytesFn | None = None) -> Iterator[str]:
         for path in self.paths:
             yield from iter_chunks(path, self.encoding, self.errors, on_bytes=on_bytes)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
@@ -21,7 +22,9 @@ from lmcli import checkpoint as ckpt
 from lmcli import ui
 from lmcli.devices import resolve_device
 from lmcli.distributed import RelayedError, launched
+from lmcli.disk import write_failure
 from lmcli.errors import LmcliError, UsageError
+from lmcli.train.resources import out_of_memory
 from lmcli.settings import Setting
 from lmcli.train.config import DEVICE_HELP, all_settings
 
@@ -65,9 +68,18 @@ def friendly_errors(command: F) -> F:
             # /dev/null so the interpreter's final flush does not complain either.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             raise typer.Exit(0) from None
+        except OSError as exc:  # the environment (a disk, a device, permissions), not lmcli
+            if os.environ.get("LMCLI_DEBUG"):
+                raise
+            ui.error(_ranked(environment_failure(exc)))
+            raise typer.Exit(1) from None
         except Exception as exc:  # a bug or a failure nobody foresaw: still one line
             if os.environ.get("LMCLI_DEBUG"):
                 raise
+            if out_of_memory(exc):
+                ui.error(_ranked(f"ran out of memory ({(str(exc).strip().splitlines() or [''])[0][:160]}); "
+                                 "lower --batch-size, or use a smaller model"))
+                raise typer.Exit(1) from None
             if launched() and _peer_lost(exc):
                 ui.error(_ranked("lost contact with the other training processes: one of them "
                                  "stopped (its error is shown above)"))
@@ -158,4 +170,13 @@ def language_model(checkpoint: str | None, device: str = "cpu") -> Any:
     converter = loaded.converter
     return LanguageModel(model, loaded.tokenizer, converter.to_model if converter.active else None,
                          str(loaded.path))
+
+
+def environment_failure(error: OSError) -> str:
+    """One line for an operating-system error: what failed, on which file."""
+    failure = write_failure(Path(error.filename), error, None) if error.filename else None
+    if failure is not None:
+        return str(failure)
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or type(error).__name__}{where}"
 

@@ -20,7 +20,7 @@ from lmcli import checkpoint as ckpt
 from lmcli import distributed, novelty
 from lmcli.corpus import CorpusData, DataConfig, DataEvent, load_corpus
 from lmcli.devices import resolve_device
-from lmcli.distributed import SINGLE, World
+from lmcli.distributed import SINGLE, World, place
 from lmcli.errors import InputError, LmcliError, SettingError
 from lmcli.model import ModelConfig
 from lmcli.runlock import RunLock
@@ -28,6 +28,7 @@ from lmcli.tokencache import cache_for_run
 from lmcli.train.config import RESUMABLE, TrainConfig, check_world, split_settings
 from lmcli.train.events import Event, Finished
 from lmcli.train.finetune import Origin, checked_unk_share
+from lmcli.train.resources import check_disk, check_memory
 from lmcli.train.trainer import Trainer
 
 StopFn = Callable[[], bool]
@@ -136,7 +137,9 @@ def _start_run(request: RunRequest, out_dir: Path, on_event: EventFn | None,
     record = origin.record(checked_unk_share(data.train), on_data_event) if origin is not None else None
     assert isinstance(request.model, ModelConfig)
     model_config = request.model.for_vocabulary(data.tokenizer.vocab_size)
+    check_memory(model_config, request.train, place(resolve_device(request.train.device), world))
     if world.main:
+        check_disk(out_dir, model_config, request.train)
         out_dir.mkdir(parents=True, exist_ok=True)
         for name in (ckpt.BEST, ckpt.LAST, ckpt.METRICS, ckpt.CONFIG, novelty.INDEX):
             (out_dir / name).unlink(missing_ok=True)
@@ -201,6 +204,9 @@ def _prepare_resume(out_dir: Path, corpus: list[str] | None, given: dict[str, An
     resolve_device(train_config.device)
     check_world(train_config, world)
     _check_budget_left(out_dir, train_config, state["run"])
+    check_memory(checkpoint.model_config, train_config, place(resolve_device(train_config.device), world))
+    if world.main:
+        check_disk(out_dir, checkpoint.model_config, train_config)
     provenance = payload.get("provenance", {})
     data = load_corpus(corpus or provenance.get("corpus") or [], data_config, tokenizer=checkpoint.tokenizer,
                        on_event=on_data_event, cache=cache_for_run(out_dir))

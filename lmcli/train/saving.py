@@ -8,6 +8,8 @@ import json
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from lmcli import checkpoint as ckpt
 from lmcli.devices import describe
 from lmcli.errors import LmcliError
@@ -92,3 +94,31 @@ def _restore_rng(trainer: Trainer, state: dict[str, Any]) -> None:
         restore_rng(state["rng"])
     else:
         seed_everything(trainer.config.seed + world.rank + 7919 * trainer.run.step)
+
+
+def intact(trainer: Trainer) -> str:
+    """What a failed save left: the checkpoints written before, and how to go on."""
+    saved = {name: step for name, step in trainer.saved.items() if (trainer.out_dir / name).exists()}
+    if not saved:
+        return "no checkpoint had been saved yet"
+    if len(set(saved.values())) == 1:
+        kept = f"the checkpoints from step {next(iter(saved.values())):,} are intact"
+    else:
+        kept = " and ".join(f"{name} (step {step:,})" for name, step in saved.items()) + " are intact"
+    more = f"; free some space and continue with: lmcli train --resume -o {trainer.out_dir}" if ckpt.LAST in saved else ""
+    return kept + more
+
+
+def out_of_memory(trainer: Trainer) -> LmcliError:
+    """The error for an allocation that failed mid-run, after saving last.pt if that
+    still can be done (the batch's tensors are gone by now)."""
+    where = "GPU memory" if trainer.device.type == "cuda" else "memory"
+    try:
+        if trainer.device.type == "cuda":
+            torch.cuda.empty_cache()
+        trainer.save_last()
+        kept = f"last.pt (step {trainer.run.step:,}) is saved: lmcli train --resume -o {trainer.out_dir} goes on"
+    except (RuntimeError, MemoryError, LmcliError):
+        kept = intact(trainer)
+    return LmcliError(f"ran out of {where} at step {trainer.run.step:,}; {kept} (lower --batch-size or "
+                      "--seq-len to go on with less; --hidden-dim for a new run)")

@@ -28,6 +28,8 @@ from lmcli.batches import PAD_TARGET, BpttBatches, SentenceBatches
 from lmcli.corpus import CorpusData
 from lmcli.devices import cpu_has_bf16, describe, native_bf16, peak_flops, resolve_device
 from lmcli.distributed import SINGLE, SYNC_EVERY, World, place
+from lmcli.disk import StorageError, write_failure
+from lmcli.train.resources import out_of_memory
 from lmcli.errors import LmcliError
 from lmcli.model import RNNLM, ModelConfig, State, detach_state
 from lmcli.scoring import sentence_loss_sums
@@ -99,8 +101,11 @@ class Trainer:
         self.hidden: State | None = None
         self.session: _Session  # this process's part of the run, from fit()
         self._agreed = (0.0, False)  # (session seconds, stop requested) as all ranks last agreed
+        self.saved: dict[str, int] = {}  # checkpoint file -> the step it holds, as saved
         if resume_from is not None:
             saving.restore(self, resume_from)
+            improved = [m["step"] for m in self.run.metrics if m.get("event") == "valid" and m.get("improved")]
+            self.saved = {ckpt.BEST: improved[-1] if improved else self.run.step, ckpt.LAST: self.run.step}
 
     def _layouts(self) -> dict[str, BpttBatches | SentenceBatches]:
         """The window layouts by phase: the run's batching, and for a sentence phase at the
@@ -169,15 +174,23 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------
 
     def fit(self) -> Finished:
-        """Train until a budget or early stopping ends the run; checkpoints on the way."""
+        """Train until a budget or early stopping ends the run; checkpoints on the way. A
+        checkpoint the disk refuses ends the run, saying which earlier ones are intact."""
         self._begin()
         reason = None
-        while reason is None and self._more_epochs():
-            reason = self._epoch()
-            if reason == "sentence_phase":
-                self._begin_sentence_phase()
-                reason = None
-        return self._finish(reason or "completed")
+        try:
+            while reason is None and self._more_epochs():
+                reason = self._epoch()
+                if reason == "sentence_phase":
+                    self._begin_sentence_phase()
+                    reason = None
+            return self._finish(reason or "completed")
+        except StorageError as error:
+            raise StorageError(f"{error}; {saving.intact(self)}", error.path, error.needed) from None
+        except (RuntimeError, MemoryError) as error:
+            if not out_of_memory(error):
+                raise
+            raise saving.out_of_memory(self) from None
 
     def _begin(self) -> None:
         run, model = self.run, self.model
@@ -358,18 +371,24 @@ class Trainer:
                  **{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in entry.items()}}
         self.run.metrics.append(entry)
         if self.world.main:
-            with open(self.out_dir / ckpt.METRICS, "a", encoding="utf-8") as handle:
-                handle.write(json.dumps(entry) + "\n")
+            path = self.out_dir / ckpt.METRICS
+            try:
+                with open(path, "a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(entry) + "\n")
+            except OSError as error:
+                raise write_failure(path, error, 4096) or error from None
 
     # -- validation and checkpoints ---------------------------------------------------
 
     def save_last(self) -> None:
         """The resumable checkpoint, written by rank 0; every rank must call it."""
         saving.save_last(self)
+        self.saved[ckpt.LAST] = self.run.step
 
     def save_best(self, valid_loss: float | None) -> None:
         if self.world.main:
             ckpt.save(saving.payload(self, valid_loss), self.out_dir / ckpt.BEST)
+            self.saved[ckpt.BEST] = self.run.step
 
     def _checkpoint_point(self, scheduled: bool) -> float | None:
         """Validate (if there is validation data) and save the resumable checkpoint."""

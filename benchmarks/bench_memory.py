@@ -1,0 +1,72 @@
+"""How close ``lmcli train``'s memory estimate (lmcli/train/resources.py) comes to the
+peak it measures: three model sizes at word level on the quality corpus, a few steps
+each, the peak resident memory of the whole process (ru_maxrss) against the estimate
+plus what the process holds before training (the peak of a run with a tiny model on the
+same corpus, measured in the same run of this script).
+
+    python benchmarks/quality/prepare.py
+    python benchmarks/bench_memory.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from lmcli.corpus import DataConfig, load_corpus
+from lmcli.model import ModelConfig
+from lmcli.train import TrainConfig
+from lmcli.train.resources import training_bytes
+
+DATA = REPO / "benchmarks" / ".cache" / "quality"
+SIZES = {"tiny": (1, 8, 8), "small": (2, 256, 256), "medium": (2, 1024, 512), "large": (3, 2048, 1024)}
+COMMON = ["--level", "word", "--min-freq", "1", "--softmax", "full", "--optimizer", "adam", "--batch-size", "32",
+          "--seq-len", "64", "--max-steps", "4", "--eval-every", "4", "--no-amp", "--device", "cpu", "--no-sample",
+          "--valid-fraction", "0.001"]
+
+
+def peak_rss(flags: list[str], corpus: Path) -> int:
+    """The peak resident bytes of one `lmcli train` process."""
+    with tempfile.TemporaryDirectory() as folder:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run([sys.executable, "-m", "lmcli", "train", str(corpus), *COMMON, *flags, "-o",
+                        str(Path(folder) / "run")], check=True, cwd=folder, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if after <= before:
+        raise SystemExit("this run's peak is below an earlier one's; run the sizes in increasing order")
+    return after * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", type=Path, default=DATA / "train.txt")
+    args = parser.parse_args()
+    vocab = load_corpus([args.corpus], DataConfig(level="word", valid_fraction=0.001)).tokenizer.vocab_size
+    print(f"corpus {args.corpus}, vocabulary {vocab:,}, batch 32 x 64, Adam, float32, full softmax")
+    print(f"{'size':<8} {'model':<18} {'estimate':>10} {'measured':>10} {'ratio':>7}")
+    baseline = 0
+    for name, (layers, hidden, embed) in SIZES.items():
+        flags = ["--layers", str(layers), "--hidden-dim", str(hidden), "--embed-dim", str(embed)]
+        peak = peak_rss(flags, args.corpus)
+        if name == "tiny":
+            baseline = peak
+            print(f"{name:<8} {'(the baseline)':<18} {'':>10} {peak / 2**20:>8,.0f}MB")
+            continue
+        model = ModelConfig(vocab_size=vocab, layers=layers, hidden_dim=hidden, embed_dim=embed, softmax="full")
+        estimate = training_bytes(model, TrainConfig(batch_size=32, seq_len=64, optimizer="adam"))
+        measured = peak - baseline
+        print(f"{name:<8} {f'{layers}x{hidden}, emb {embed}':<18} {estimate / 2**20:>8,.0f}MB "
+              f"{measured / 2**20:>8,.0f}MB {estimate / measured:>6.2f}x", flush=True)
+
+
+if __name__ == "__main__":
+    main()
