@@ -1,8 +1,8 @@
 """How close ``lmcli train``'s memory estimate (lmcli/train/resources.py) comes to the
 peak it measures: three model sizes at word level on the quality corpus, a few steps
 each, the peak resident memory of the whole process (ru_maxrss) against the estimate
-plus what the process holds before training (the peak of a run with a tiny model on the
-same corpus, measured in the same run of this script).
+plus what the process holds besides (the peak of a run with a tiny model, one lane of
+one token, on the same corpus, measured in the same run of this script).
 
     python benchmarks/quality/prepare.py
     python benchmarks/bench_memory.py
@@ -28,18 +28,21 @@ from lmcli.train.resources import training_bytes
 
 DATA = REPO / "benchmarks" / ".cache" / "quality"
 SIZES = {"tiny": (1, 8, 8), "small": (2, 256, 256), "medium": (2, 1024, 512), "large": (3, 2048, 1024)}
-COMMON = ["--level", "word", "--min-freq", "1", "--softmax", "full", "--optimizer", "adam", "--batch-size", "32",
-          "--seq-len", "64", "--max-steps", "4", "--eval-every", "4", "--no-amp", "--device", "cpu", "--no-sample",
-          "--valid-fraction", "0.001"]
+COMMON = ["--level", "word", "--min-freq", "1", "--softmax", "full", "--optimizer", "adam", "--lr", "1e-3",
+          "--sentence-phase", "0", "--max-steps", "4", "--eval-every", "4", "--no-amp", "--device", "cpu",
+          "--no-sample", "--valid-fraction", "0.001"]
+LANES = ["--batch-size", "32", "--seq-len", "64"]
 
 
 def peak_rss(flags: list[str], corpus: Path) -> int:
     """The peak resident bytes of one `lmcli train` process."""
     with tempfile.TemporaryDirectory() as folder:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-        subprocess.run([sys.executable, "-m", "lmcli", "train", str(corpus), *COMMON, *flags, "-o",
-                        str(Path(folder) / "run")], check=True, cwd=folder, stdout=subprocess.DEVNULL,
-                       env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+        done = subprocess.run([sys.executable, "-m", "lmcli", "train", str(corpus), *COMMON, *flags, "-o",
+                               str(Path(folder) / "run")], cwd=folder, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+        if done.returncode:
+            raise SystemExit(done.stderr)
         after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     if after <= before:
         raise SystemExit("this run's peak is below an earlier one's; run the sizes in increasing order")
@@ -55,7 +58,8 @@ def main() -> None:
     print(f"{'size':<8} {'model':<18} {'estimate':>10} {'measured':>10} {'ratio':>7}")
     baseline = 0
     for name, (layers, hidden, embed) in SIZES.items():
-        flags = ["--layers", str(layers), "--hidden-dim", str(hidden), "--embed-dim", str(embed)]
+        flags = ["--layers", str(layers), "--hidden-dim", str(hidden), "--embed-dim", str(embed),
+                 *(["--batch-size", "1", "--seq-len", "1"] if name == "tiny" else LANES)]
         peak = peak_rss(flags, args.corpus)
         if name == "tiny":
             baseline = peak

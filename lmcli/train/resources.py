@@ -22,6 +22,7 @@ from lmcli import checkpoint as ckpt
 from lmcli.disk import MB, check_room, megabytes
 from lmcli.errors import LmcliError
 from lmcli.model import RNNLM, ModelConfig
+from lmcli.scoring import LOGIT_BUDGET
 from lmcli.train.config import TrainConfig
 
 FLOAT = 4  # bytes: weights and optimizer state are float32
@@ -60,7 +61,9 @@ def training_bytes(model: ModelConfig, train: TrainConfig) -> int:
     per_layer = model.hidden_dim * 8  # gates, cell, output and their gradients, per token
     output = model.vocab_size if model.softmax != "adaptive" else (model.cutoffs or [model.vocab_size])[0]
     per_token = model.embed_dim * 2 + model.layers * per_layer + output * 3
-    return state + tokens * per_token * FLOAT
+    # Validation scores whole sentences in batches of at most LOGIT_BUDGET logits.
+    validation = min(LOGIT_BUDGET, max(64, train.batch_size) * 64 * output) * 2
+    return state + max(tokens * per_token, validation) * FLOAT
 
 
 def available_memory(device: torch.device) -> int | None:
