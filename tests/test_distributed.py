@@ -288,3 +288,22 @@ def test_a_step_bad_on_one_rank_is_skipped_on_all(tmp_path: Path) -> None:
     assert len(notes) == 1 and notes[0].startswith("skipped 2 steps"), notes
     saved = weights(Path("poisoned") / ckpt.LAST)
     assert all(torch.isfinite(value).all() for value in saved.values())
+
+
+@pytest.mark.parametrize("cell", ["clockwork", "attention"])
+def test_cells_with_more_state_train_under_ddp(tmp_path: Path, cell: str) -> None:
+    """lmcli's own cells whose state holds more than h and c (clockwork's step counter,
+    attention's memory of outputs): 2 ranks step as one process does, and a checkpoint
+    written by 2 ranks resumes in one."""
+    text = corpus(tmp_path)
+    flags = [a if a != "lstm" else cell for a in TINY]
+    done = torchrun("train", text, *flags, "--max-steps", "2", "-o", "ddp")
+    assert done.returncode == 0, done.stderr
+    result = single("train", text, *flags, "--max-steps", "2", "-o", "one")
+    assert result.exit_code == 0, result.output
+    assert_same_weights(Path("one") / ckpt.LAST, Path("ddp") / ckpt.LAST)
+    result = single("train", "--resume", "-o", "ddp", "--max-steps", "3")
+    assert result.exit_code == 0, result.output
+    result = single("train", "--resume", "-o", "one", "--max-steps", "3")
+    assert result.exit_code == 0, result.output
+    assert_same_weights(Path("one") / ckpt.LAST, Path("ddp") / ckpt.LAST)
