@@ -98,7 +98,7 @@ def write_failure(path: Path, error: BaseException, needed: int | None) -> Stora
         return StorageError(f"could not write {path}: {os.strerror(code)}", path, needed)
     sizes = ""
     if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
-        sizes = f" (about {megabytes(needed)} needed, {megabytes(free)} free)"
+        sizes = f" ({f'about {megabytes(needed)} needed, ' if needed else ''}{megabytes(free)} free)"
     return StorageError(f"{reason} {device_of(folder)} writing {path.name}{sizes}", path, needed)
 
 
