@@ -101,5 +101,5 @@ def test_shell_completion() -> None:
     assert script.returncode == 0 and "complete" in script.stdout
     env = child_env(_LMCLI_COMPLETE="complete_bash", COMP_WORDS="lmcli tr", COMP_CWORD="1")
     done = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'lmcli'; from lmcli.cli import main; main()"],
-                          capture_output=True, text=True, env={**env, "COLUMNS": str(os.environ.get("COLUMNS", 80))})
+                          capture_output=True, text=True, env={**env, "COLUMNS": os.environ.get("COLUMNS", "80")})
     assert "train" in done.stdout.split()

@@ -88,7 +88,7 @@ def draw_file(curves: list[RunCurves], x: str, y: str, path: Path, lr: bool) -> 
         import matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as pyplot
+        from matplotlib import pyplot
     except ImportError:
         raise LmcliError(f"writing {path.name} needs matplotlib, which is not installed: "
                          "pip install 'lmcli[plot]' (or draw in the terminal without -o)") from None
