@@ -103,11 +103,24 @@ def report(records: list[dict[str, Any]], command: str) -> list[str]:
         lines += [f"### {level.capitalize()} level", "",
                   f"Each cell {runs[0]['steps']:,} steps of 32 x 64 tokens ({tokens:,} tokens), one thread, "
                   f"float32. Example: `{runs[0]['command']}`.", "", *table(records, level), ""]
+    for level in ("word", "char"):
+        if (REPO / "benchmarks" / f"cells-{level}.png").exists():
+            lines += [f"![validation loss of every cell, {level} level, seed 1](cells-{level}.png)", ""]
     lines += ["Mean ± half the range over the seeds. tokens/s: training tokens over the training "
               "session's wall time, validations included, with two runs side by side on the 2 cores. "
               "Validation and test: `lmcli eval --stream` with the checkpoint of the lowest validation "
               "loss (the test file read once per run, never used to choose).", ""]
     return lines
+
+
+def draw_curves(results: Path) -> None:
+    """benchmarks/cells-LEVEL.png: each cell's curves (seed 1) through ``lmcli plot``."""
+    for level in ("word", "char"):
+        runs = [str(results / "runs" / f"{level}-{cell}-s1") for cell in ALL_CELLS
+                if (results / "runs" / f"{level}-{cell}-s1" / "metrics.jsonl").exists()]
+        if runs:
+            call_lmcli(["plot", *runs, "--no-lr", "-o", str(REPO / "benchmarks" / f"cells-{level}.png")],
+                       log=results / "logs" / "plot.log", cwd=results)
 
 
 def main() -> None:
@@ -144,6 +157,7 @@ def main() -> None:
             print(f"{name}: valid {record['valid'][measure]:.4f} test {record['test'][measure]:.4f} "
                   f"{record['tokens_per_second']:,.0f} tokens/s", flush=True)
     records = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(args.results.glob("*.json"))]
+    draw_curves(args.results)
     command = "python " + shlex.join(["benchmarks/bench_cell_quality.py", *sys.argv[1:]])
     section = report(records, command)
     print("\n".join(section))

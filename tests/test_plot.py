@@ -95,10 +95,11 @@ def test_surprise_colours_run_from_green_to_red() -> None:
 
 def test_shell_completion() -> None:
     """The installed command offers Typer's completion: its script, and commands completed."""
-    # Typer reads the shell off the parent process: run it from bash, as a user would.
-    script = subprocess.run(["bash", "-c", f"{sys.executable} -m lmcli --show-completion"], capture_output=True,
-                            text=True, env=child_env())
-    assert script.returncode == 0 and "complete" in script.stdout
+    # Typer reads the shell off the parent process: run it from bash, as a user would (the
+    # second command keeps bash from replacing itself with python).
+    script = subprocess.run(["bash", "-c", f'{sys.executable} -m lmcli --show-completion; echo "exit $?"'],
+                            capture_output=True, text=True, env=child_env())
+    assert script.stdout.rstrip().endswith("exit 0") and "complete -o" in script.stdout, script.stderr
     env = child_env(_LMCLI_COMPLETE="complete_bash", COMP_WORDS="lmcli tr", COMP_CWORD="1")
     done = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'lmcli'; from lmcli.cli import main; main()"],
                           capture_output=True, text=True, env={**env, "COLUMNS": os.environ.get("COLUMNS", "80")})
