@@ -18,6 +18,7 @@ there is not run again (``--rerun`` does), and ``--report-only`` only rewrites t
 from __future__ import annotations
 
 import argparse
+import re
 import concurrent.futures
 import json
 import shlex
@@ -36,6 +37,7 @@ from sections import replace_section
 
 DATA = REPO / "benchmarks" / ".cache" / "quality"
 RESULTS = REPO / "benchmarks" / "quality" / "results" / "cells"
+RELATIVE = re.compile(r"[^ ]*/benchmarks/")  # a checkout's absolute path, as recorded
 # The same model and optimisation for every cell and level; the word level's output layer
 # is the adaptive softmax of the word recipes (a full 10k softmax would be most of a step,
 # hiding the cells' differences).
@@ -94,7 +96,9 @@ def table(records: list[dict[str, Any]], level: str) -> list[str]:
 
 def report(records: list[dict[str, Any]], command: str) -> list[str]:
     """The ``## Recurrent cells`` section of RESULTS.md."""
-    lines = ["## Recurrent cells", "", f"`{command}`", ""]
+    lines = ["## Recurrent cells", "", "`python benchmarks/bench_cell_quality.py --jobs 2 --write benchmarks/RESULTS.md` "
+             f"made the runs; this section was written by `{command}` from their JSON files "
+             "(benchmarks/quality/results/cells).", ""]
     for level in ("word", "char"):
         runs = [r for r in records if r["level"] == level]
         if not runs:
@@ -102,12 +106,15 @@ def report(records: list[dict[str, Any]], command: str) -> list[str]:
         tokens = runs[0]["steps"] * 32 * 64
         lines += [f"### {level.capitalize()} level", "",
                   f"Each cell {runs[0]['steps']:,} steps of 32 x 64 tokens ({tokens:,} tokens), one thread, "
-                  f"float32. Example: `{runs[0]['command']}`.", "", *table(records, level), ""]
+                  f"float32. Example: `{RELATIVE.sub('benchmarks/', runs[0]['command'])}`.", "",
+                  *table(records, level), ""]
     for level in ("word", "char"):
         if (REPO / "benchmarks" / f"cells-{level}.png").exists():
             lines += [f"![validation loss of every cell, {level} level, seed 1](cells-{level}.png)", ""]
     lines += ["Mean ± half the range over the seeds. tokens/s: training tokens over the training "
-              "session's wall time, validations included, with two runs side by side on the 2 cores. "
+              "session's wall time, validations included, with two runs side by side on the 2 cores and "
+              "other work on the machine at times: a rough guide; the cells' speed measured alone is in "
+              "BENCHMARKS.md (## cells). "
               "Validation and test: `lmcli eval --stream` with the checkpoint of the lowest validation "
               "loss (the test file read once per run, never used to choose).", ""]
     return lines

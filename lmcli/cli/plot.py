@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -56,6 +57,19 @@ def _last_run() -> Path:
     return run
 
 
+def _limits(curves: list[RunCurves]) -> tuple[float, float] | None:
+    """Limits that keep a few exploded values (a loss of 1e9 in a diverging step) from
+    flattening every other curve: None where there are none."""
+    values = sorted(v for c in curves for v in [*c.train.y, *c.valid.y] if math.isfinite(v))
+    if len(values) < 4:
+        return None
+    usual = values[int(0.9 * (len(values) - 1))]
+    if not values[-1] > 5 * usual > 0:
+        return None
+    top = usual * 1.5
+    return values[0] - 0.05 * (top - values[0]), top
+
+
 def _label(curve: RunCurves, part: str, many: bool) -> str:
     return f"{curve.name} {part}" if many else part
 
@@ -75,8 +89,11 @@ def draw_terminal(curves: list[RunCurves], x: str, y: str, lr: bool, width: int 
             plt.plot(curve.valid.x, curve.valid.y, label=_label(curve, "valid", many), marker="dot")
         if lr and curve.lr.x:
             plt.plot(curve.lr.x, curve.lr.y, yside="right", label=_label(curve, "lr", many), marker="braille")
+    limits = _limits(curves)
+    if limits is not None:
+        plt.ylim(*limits, yside="left")
     plt.xlabel(X_LABELS[x])
-    plt.ylabel(y, yside="left")
+    plt.ylabel(y if limits is None else f"{y} (cut at {limits[1]:.4g})", yside="left")
     if lr:
         plt.ylabel("learning rate", yside="right")
     return plt.build()
@@ -102,6 +119,10 @@ def draw_file(curves: list[RunCurves], x: str, y: str, path: Path, lr: bool) -> 
     axes.set_ylabel(y)
     if y == "perplexity":
         axes.set_yscale("log")
+    limits = _limits(curves)
+    if limits is not None:  # a few exploded values would flatten the rest
+        axes.set_ylim(*limits)
+        axes.set_ylabel(f"{y} (cut at {limits[1]:.4g})")
     handles, labels = axes.get_legend_handles_labels()
     if lr and any(c.lr.x for c in curves):
         right = axes.twinx()
