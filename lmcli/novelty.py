@@ -295,7 +295,8 @@ class NoveltyIndex:
                   "corpus_sha256": np.str_(self.corpus_sha256),
                   "train_tokens": np.int64(self.train_tokens), "skipped": np.str_(self.skipped),
                   "runs": self.runs, "lines": self.lines}
-        atomic_write(Path(path), lambda handle: np.savez(handle, **arrays))
+        atomic_write(Path(path), lambda handle: np.savez(handle, **arrays),
+                     needed=sum(np.asarray(value).nbytes for value in arrays.values()))
 
     @classmethod
     def load(cls, path: Path, tokenizer: Tokenizer, *, corpus_sha256: str | None = None) -> NoveltyIndex:

@@ -116,7 +116,7 @@ class TrainDisplay:
             return
         if kind == "warning":
             self._end_phase()
-            stderr_console().print(Text.assemble(("warning: ", "yellow"), str(info["message"])))
+            stderr_console().print(Text.assemble(("warning: ", "yellow"), str(info["message"])), soft_wrap=True)
         elif kind == "phase":
             self._end_phase()
             if not self.console.is_terminal:

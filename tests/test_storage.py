@@ -163,3 +163,18 @@ def test_read_failures_are_plain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     result = runner.invoke(app, ["score", "-c", str(trained_run), "the cat"])
     assert result.exit_code == 1 and "input/output error on" in result.stderr and "bug" not in result.stderr
     assert REPO.exists()
+
+
+def test_a_copy_index_the_disk_refuses_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run goes on without novelty.npz (only generate --novel needs it), saying so."""
+    from lmcli.novelty import NoveltyIndex
+
+    def refused(self, path):  # noqa: ANN001, ANN202
+        raise disk.StorageError(f"no space left on / writing {Path(path).name} (about 9.9 MB needed, 1.0 MB free)",
+                                Path(path), 10_000_000)
+
+    monkeypatch.setattr(NoveltyIndex, "save", refused)
+    result = train(tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "copy index is left out" in result.stderr and "novelty.npz" in result.stderr
+    assert (tmp_path / "run" / ckpt.BEST).exists() and not (tmp_path / "run" / "novelty.npz").exists()

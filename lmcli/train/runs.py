@@ -20,6 +20,7 @@ from lmcli import checkpoint as ckpt
 from lmcli import distributed, novelty
 from lmcli.corpus import CorpusData, DataConfig, DataEvent, load_corpus
 from lmcli.devices import resolve_device
+from lmcli.disk import StorageError
 from lmcli.distributed import SINGLE, World, place
 from lmcli.errors import InputError, LmcliError, SettingError
 from lmcli.model import ModelConfig
@@ -144,7 +145,7 @@ def _start_run(request: RunRequest, out_dir: Path, on_event: EventFn | None,
         for name in (ckpt.BEST, ckpt.LAST, ckpt.METRICS, ckpt.CONFIG, novelty.INDEX):
             (out_dir / name).unlink(missing_ok=True)
         if model_config.direction == "forward":  # what generate --novel checks against
-            novelty.write_for_run(out_dir, data, on_data_event)
+            _novelty_index(novelty.write_for_run, out_dir, data, on_data_event)
     trainer = Trainer(data, model_config, request.train, out_dir, request.data.to_dict(), on_event=on_event,
                       should_stop=should_stop, world=world, recipe=request.recipe,
                       start_from=origin.checkpoint if origin is not None else None, origin=record)
@@ -215,8 +216,20 @@ def _prepare_resume(out_dir: Path, corpus: list[str] | None, given: dict[str, An
                          "resume with the same text, or start a new run")
     # A run from before lmcli wrote the index, or an index damaged or foreign.
     if world.main and checkpoint.model_config.direction == "forward":
-        novelty.ensure_for_run(out_dir, data, on_data_event)
+        _novelty_index(novelty.ensure_for_run, out_dir, data, on_data_event)
     return checkpoint, train_config, data
+
+
+def _novelty_index(write: Callable[..., Any], out_dir: Path, data: CorpusData,
+                   on_data_event: DataEvent | None) -> None:
+    """The run's copy index: a disk that refuses it is a warning, not the end of the run
+    (only `generate --novel` needs it)."""
+    try:
+        write(out_dir, data, on_data_event)
+    except StorageError as error:
+        if on_data_event is not None:
+            on_data_event("warning", {"message": f"{error}: the copy index is left out, and generate --novel "
+                                                 "will refuse this run"})
 
 
 def resumed_changes(stored: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
