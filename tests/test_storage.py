@@ -4,6 +4,7 @@ resumes once there is room again. Never "this is a bug"."""
 from __future__ import annotations
 
 import errno
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -161,8 +162,27 @@ def test_read_failures_are_plain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr("lmcli.cli.use.score_sentences", broken)
     result = runner.invoke(app, ["score", "-c", str(trained_run), "the cat"])
-    assert result.exit_code == 1 and "input/output error on" in result.stderr and "bug" not in result.stderr
-    assert REPO.exists()
+    assert result.exit_code == 1 and "input/output error: " in result.stderr and "x.txt" in result.stderr
+    assert "bug" not in result.stderr and REPO.exists()
+
+
+@pytest.mark.parametrize(("code", "words"), [(errno.EACCES, "permission denied: "),
+                                             (errno.EIO, "input/output error: ")])
+def test_a_corpus_that_cannot_be_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int,
+                                      words: str) -> None:
+    """No permission to read the text (a test as root cannot chmod it away), or the device
+    failing mid-read: one line naming the file."""
+    from lmcli import text as text_module
+
+    path = corpus_file(tmp_path)
+
+    def refused(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(text_module, "iter_chunks", refused)
+    result = runner.invoke(app, ["train", str(path), *FLAGS, "-o", str(tmp_path / "run")])
+    assert result.exit_code == 1 and words in result.stderr and str(path) in result.stderr
+    assert "bug" not in result.stderr
 
 
 def test_a_copy_index_the_disk_refuses_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

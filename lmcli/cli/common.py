@@ -7,6 +7,7 @@ line on stderr and a non-zero exit, its settings shown as their flags.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -173,10 +174,10 @@ def language_model(checkpoint: str | None, device: str = "cpu") -> Any:
 
 
 def environment_failure(error: OSError) -> str:
-    """One line for an operating-system error: what failed, on which file."""
-    failure = write_failure(Path(error.filename), error, None) if error.filename else None
-    if failure is not None:
-        return str(failure)
-    where = f" ({error.filename})" if error.filename else ""
-    return f"{error.strerror or type(error).__name__}{where}"
+    """One line for an operating-system error: what failed, on which file (a full disk,
+    a quota or a size limit as the disk errors say them, with the free space)."""
+    if error.filename and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return str(write_failure(Path(error.filename), error, None))
+    what = (error.strerror or type(error).__name__).lower()
+    return f"{what}: {error.filename}" if error.filename else what
 
