@@ -5,7 +5,7 @@ plus what the process holds besides (the peak of a run with a tiny model, one la
 one token, on the same corpus, measured in the same run of this script).
 
     python benchmarks/quality/prepare.py
-    python benchmarks/bench_memory.py
+    python benchmarks/bench_memory.py --write benchmarks/BENCHMARKS.md
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ from lmcli.corpus import DataConfig, load_corpus
 from lmcli.model import ModelConfig
 from lmcli.train import TrainConfig
 from lmcli.train.resources import training_bytes
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+from sections import replace_section
 
 DATA = REPO / "benchmarks" / ".cache" / "quality"
 SIZES = {"tiny": (1, 8, 8), "small": (2, 256, 256), "medium": (2, 1024, 512), "large": (3, 2048, 1024)}
@@ -52,11 +55,14 @@ def peak_rss(flags: list[str], corpus: Path) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=DATA / "train.txt")
+    parser.add_argument("--write", type=Path, help="put the table into this markdown file's '## memory' section")
     args = parser.parse_args()
     vocab = load_corpus([args.corpus], DataConfig(level="word", valid_fraction=0.001)).tokenizer.vocab_size
-    print(f"corpus {args.corpus}, vocabulary {vocab:,}, batch 32 x 64, Adam, float32, full softmax")
+    header = f"corpus {args.corpus.name}, vocabulary {vocab:,}, batch 32 x 64, Adam, float32, full softmax"
+    print(header)
     print(f"{'size':<8} {'model':<18} {'estimate':>10} {'measured':>10} {'ratio':>7}")
     baseline = 0
+    rows = []
     for name, (layers, hidden, embed) in SIZES.items():
         flags = ["--layers", str(layers), "--hidden-dim", str(hidden), "--embed-dim", str(embed),
                  *(["--batch-size", "1", "--seq-len", "1"] if name == "tiny" else LANES)]
@@ -70,6 +76,16 @@ def main() -> None:
         measured = peak - baseline
         print(f"{name:<8} {f'{layers}x{hidden}, emb {embed}':<18} {estimate / 2**20:>8,.0f}MB "
               f"{measured / 2**20:>8,.0f}MB {estimate / measured:>6.2f}x", flush=True)
+        rows.append(f"| {layers}x{hidden}, embedding {embed} | {estimate / 2**20:,.0f} MB | {measured / 2**20:,.0f} MB | "
+                    f"{estimate / measured:.2f}x |")
+    if args.write:
+        command = "python " + " ".join(["benchmarks/bench_memory.py", *sys.argv[1:]])
+        replace_section(args.write, "memory", [
+            "## memory", "", f"`{command}`", "", header + ".", "",
+            "`lmcli train`'s memory estimate (what it refuses a configuration on) against the peak resident "
+            f"memory of four training steps, less the {baseline / 2**20:,.0f} MB peak of a tiny model (one lane of "
+            "one token) on the same corpus. The aim: within 2x.", "",
+            "| model | estimate | measured | estimate / measured |", "|---|---:|---:|---:|", *rows, ""])
 
 
 if __name__ == "__main__":
