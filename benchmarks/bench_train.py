@@ -114,7 +114,10 @@ def lmcli_run(args: argparse.Namespace, compile_step: bool = False) -> tuple[flo
                    "--optimizer", "adam", "--lr-schedule", "plateau", "--warmup", "0",
                    "--dropout-embed", "0", "--weight-drop", "0", "--amp" if args.amp else "--no-amp",
                    # and the same output layer (the word recipes pick an adaptive softmax)
-                   "--softmax", "full"]
+                   "--softmax", "full",
+                   # and the same work: windows of the running text throughout, as the hand loop
+                   # reads it (the word recipes end on padded sentence batches, fewer targets a step)
+                   "--batching", "stream", "--sentence-phase", "0"]
         if compile_step:
             command.append("--compile")
         if args.min_freq is not None:
