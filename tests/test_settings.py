@@ -21,7 +21,8 @@ from lmcli.settings import declared, default_text
 from lmcli.train import TrainConfig, all_settings
 
 runner = CliRunner()
-COMMAND_OPTIONS = {"--recipe", "--out", "--resume", "--init-from", "--force", "--sample", "--json"}
+COMMAND_OPTIONS = {"--recipe", "--out", "--resume", "--init-from", "--force", "--sample", "--tensorboard",
+                   "--json"}
 TINY = ["--level", "word", "--recipe", "tiny", "--layers", "1", "--embed-dim", "8", "--hidden-dim", "8",
         "--batch-size", "4", "--seq-len", "8", "--softmax", "full", "--device", "cpu", "--no-sample"]
 

@@ -24,6 +24,7 @@ from lmcli.errors import LmcliError, UsageError
 from lmcli.recipes import RECIPE_BUDGETS, RECIPE_NAMES, RECIPES, make_request
 from lmcli.poems import PoemRequest, write
 from lmcli.sampling import SamplingConfig
+from lmcli.tensorboard import TensorBoardLog
 from lmcli.settings import Setting, default_text
 from lmcli.train import resume_run, start_run
 from lmcli.train.config import all_settings
@@ -119,6 +120,10 @@ def _command_options() -> list[inspect.Parameter]:
         ("sample", True, Annotated[bool, typer.Option(
             "--sample/--no-sample", help="Show samples from the best model at the end.",
             rich_help_panel=_COMMAND)]),
+        ("tensorboard", False, Annotated[bool, typer.Option(
+            "--tensorboard", help="Also write the training and validation scalars for TensorBoard into "
+                                  "RUN/tensorboard (needs pip install 'lmcli[tensorboard]').",
+            rich_help_panel=_COMMAND)]),
         ("json_output", False, Annotated[bool, typer.Option(
             "--json", help="Events as JSON lines on stdout instead of progress bars.",
             rich_help_panel=_COMMAND)]),
@@ -163,11 +168,14 @@ def train(**options: Any) -> None:
     previous = {s: signal.signal(s, stop.handle) for s in (signal.SIGINT, signal.SIGTERM)}
     announce: list[str] = []  # shown once training starts (errors before it stay one line)
 
-    def on_event(event: Any) -> None:
+    def show(event: Any) -> None:
         stop.training = True
         while announce:
             ui.stderr_console().print(announce.pop())
         display.event(event)
+
+    board = TensorBoardLog(show) if options["tensorboard"] else None
+    on_event = board or show
 
     try:
         if options["resume"] and options["init_from"]:
@@ -190,6 +198,8 @@ def train(**options: Any) -> None:
             finished = start_run(request, on_event=on_event, on_data_event=display.data_event,
                                  should_stop=stop)
     finally:
+        if board is not None:
+            board.close()
         display.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
