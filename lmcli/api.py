@@ -31,7 +31,6 @@ from lmcli.errors import LmcliError
 from lmcli.nbest import read_jsonl
 from lmcli.poems import PoemRequest, write
 from lmcli.sampling import SamplingConfig
-from lmcli.scoring import Convert, score_sentences
 from lmcli.tokenizers import EOS
 
 
@@ -42,13 +41,8 @@ class LanguageModel:
         self.checkpoint = checkpoint
         self.model = checkpoint.build_model(resolve_device(device)).eval()
         self.tokenizer = checkpoint.tokenizer
+        self.column = rr.LanguageModel.of(checkpoint, self.model)  # what score and rerank read
         self._lock = threading.Lock()
-
-    @property
-    def convert(self) -> Convert | None:
-        """Text in the other Chinese script, converted into the model's, as the CLI does."""
-        converter = self.checkpoint.converter
-        return converter.to_model if converter.active else None
 
     def __repr__(self) -> str:
         config = self.model.config
@@ -62,9 +56,7 @@ class LanguageModel:
         ``lmcli score --json`` prints (``per_token`` adds each token's)."""
         texts = [sentences] if isinstance(sentences, str) else list(sentences)
         with self._lock:
-            results = list(score_sentences(self.model, self.tokenizer, texts, batch_size=batch_size, eos=eos,
-                                           per_token=per_token,
-                                           convert=self.convert))
+            results = self.column.scores(texts, eos=eos, per_token=per_token, batch_size=batch_size)
         if records:
             return [r.to_record(self.tokenizer, per_token) for r in results]
         return [r.logprob for r in results]
@@ -95,8 +87,7 @@ class LanguageModel:
         if not utterances:
             raise LmcliError("no utterances to rerank")
         with self._lock:
-            rr.attach_lm_scores(utterances, [rr.LanguageModel(self.model, self.tokenizer, self.convert)],
-                                batch_size=batch_size)
+            rr.attach_lm_scores(utterances, [self.column], batch_size=batch_size)
         weights = rr.Weights([lm_weight], bonus)
         return [rr.ranked(u, weights, metric) for u in utterances]
 

@@ -27,6 +27,7 @@ import pickle
 import platform
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -199,6 +200,13 @@ class Checkpoint:
     def converter(self) -> ScriptConverter:
         """Turns text typed in either Chinese script into the model's, and its output back."""
         return ScriptConverter(self.tokenizer, self.script)
+
+    @property
+    def convert(self) -> Callable[[str], str] | None:
+        """Text in the other Chinese script into the model's, as scoring takes it (None:
+        the model's vocabulary is in neither script, nothing to convert)."""
+        converter = self.converter
+        return converter.to_model if converter.active else None
 
     @property
     def training_state(self) -> dict[str, Any] | None:

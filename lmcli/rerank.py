@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from lmcli.checkpoint import Checkpoint
 from lmcli.model import RNNLM
 from lmcli.nbest import Hypothesis, NbestSource, Utterance, read_nbest  # noqa: F401  (rescoring's inputs)
 from lmcli.scoring import Convert, SentenceScore, score_sentences
@@ -34,6 +35,11 @@ class LanguageModel:
     tokenizer: Tokenizer
     convert: Convert | None = None
     name: str = "lm"
+
+    @classmethod
+    def of(cls, loaded: Checkpoint, model: RNNLM) -> LanguageModel:
+        """A checkpoint's column: its model (built on a device), tokenizer and conversion."""
+        return cls(model, loaded.tokenizer, loaded.convert, str(loaded.path))
 
     @property
     def level(self) -> str:

@@ -167,10 +167,7 @@ def language_model(checkpoint: str | None, device: str = "cpu") -> Any:
 
     if is_ngram_file(checkpoint):
         return KenLM(str(checkpoint))
-    loaded, model = load_model(checkpoint, device)
-    converter = loaded.converter
-    return LanguageModel(model, loaded.tokenizer, converter.to_model if converter.active else None,
-                         str(loaded.path))
+    return LanguageModel.of(*load_model(checkpoint, device))
 
 
 def environment_failure(error: OSError) -> str:

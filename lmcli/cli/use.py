@@ -10,7 +10,6 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from lmcli import checkpoint as ckpt
 from lmcli import mixture, ui
 from lmcli.cli.common import (CheckpointOption, CheckpointsOption, DeviceOption, EncodingOption, ErrorsOption,
                               JsonOption, SentenceBatchOption, app, friendly_errors, language_model,
@@ -18,7 +17,7 @@ from lmcli.cli.common import (CheckpointOption, CheckpointsOption, DeviceOption,
 from lmcli.text import TextFiles, chunk_lines, iter_chunks
 from lmcli.errors import UsageError
 from lmcli.ngram import is_ngram_file
-from lmcli.scoring import Convert, SentenceScore, evaluate_file, score_sentences
+from lmcli.scoring import SentenceScore, evaluate_file, score_sentences
 from lmcli.units import parse_float_list
 
 
@@ -40,7 +39,7 @@ def eval_command(
     files = TextFiles.of([file], encoding, errors, what="text file")
     loaded, model = load_model(checkpoint, device)
     result = evaluate_file(model, loaded.tokenizer, files, batch_size=batch_size, stream=stream,
-                           convert=_conversion(loaded))
+                           convert=loaded.convert)
     if json_output:
         ui.emit_json(result.to_dict())
         return
@@ -62,12 +61,6 @@ def eval_command(
 
 
 # ----------------------------------------------------------------------------- score
-
-
-def _conversion(loaded: ckpt.Checkpoint) -> Convert | None:
-    """Text typed in the other Chinese script, converted into the model's (None: no need)."""
-    converter = loaded.converter
-    return converter.to_model if converter.active else None
 
 
 def _sentences(sentences: list[str] | None, file: Path | None, encoding: str, errors: str
@@ -126,7 +119,7 @@ def score(
     interactive = sys.stdin.isatty() and (file is not None and str(file) == "-" or sentences == ["-"])
     results = score_sentences(model, tokenizer, source, batch_size=batch_size, eos=not no_eos,
                               per_token=per_token, group_size=1 if interactive else 4096,
-                              convert=_conversion(loaded))
+                              convert=loaded.convert)
     terminal = ui.stdout_is_terminal() and not json_output
     table = ui.score_table(per_token, header=True) if terminal else None
     shown = 0
