@@ -155,12 +155,14 @@ def _score_group(model: RNNLM, tokenizer: Tokenizer, group: list[str], batch_siz
     texts = [tokenizer.normalize(s) for s in group]
     scored = list(map(convert, texts)) if convert is not None else texts
     encoded = [tokenizer.encode(t) if t else [] for t in scored]
-    direction = model.config.direction
-    read_order = [in_reading_order(ids, direction) for ids in encoded]
+    # A backward model reads each sentence reversed; a forward one (nearly every call) as is.
+    backward = model.config.direction == "backward"
+    read_order = [in_reading_order(ids, "backward") for ids in encoded] if backward else encoded
     results = []
-    for text, read, ids, model_logprobs in zip(texts, scored, encoded,
-                                               score_ids(model, read_order, batch_size=batch_size, eos=eos)):
-        logprobs = np.asarray(in_text_order(model_logprobs, direction, eos))
+    for text, read, ids, logprobs in zip(texts, scored, encoded,
+                                         score_ids(model, read_order, batch_size=batch_size, eos=eos)):
+        if backward:
+            logprobs = np.asarray(in_text_order(logprobs, "backward", eos))
         unk = np.array(ids[: len(logprobs)], dtype=np.int64) == UNK_ID
         results.append(SentenceScore(
             text=text, logprob=float(logprobs.sum()), num_tokens=len(logprobs),
