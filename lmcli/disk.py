@@ -42,22 +42,25 @@ class StorageError(LmcliError):
         self.path, self.needed = path, needed
 
 
+def _existing(folder: Path) -> Path:
+    """``folder``, or its nearest parent that exists (a run folder not made yet)."""
+    path = Path(folder).resolve()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def free_bytes(folder: Path) -> int | None:
-    """Bytes a non-root user can still write under ``folder`` (its nearest existing parent)."""
-    folder = Path(folder).resolve()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    """Bytes a non-root user can still write under ``folder``."""
     try:
-        return shutil.disk_usage(folder).free
+        return shutil.disk_usage(_existing(folder)).free
     except OSError:
         return None
 
 
 def device_of(folder: Path) -> str:
     """The mount point ``folder`` lives on: what a user recognises as the disk."""
-    path = Path(folder).resolve()
-    while not path.exists() and path != path.parent:
-        path = path.parent
+    path = _existing(folder)
     while not os.path.ismount(path) and path != path.parent:
         path = path.parent
     return str(path)
