@@ -76,17 +76,10 @@ def token_logprobs(models: Sequence[LanguageModel], sentences: Iterable[str], *,
         yield results[0], np.array([r.token_logprobs for r in results], dtype=np.float64).T
 
 
-def logsumexp(values: np.ndarray, axis: int) -> np.ndarray:
-    top = np.max(values, axis=axis, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.squeeze(top, axis) + np.log(np.exp(values - top).sum(axis=axis))
-
-
 def mix_logprobs(columns: np.ndarray, weights: Sequence[float]) -> np.ndarray:
     """Per-token log-probabilities of the mixture: log sum_k lambda_k p_k."""
     with np.errstate(divide="ignore"):
-        return logsumexp(columns + np.log(np.asarray(weights, dtype=np.float64)), axis=1)
+        return np.logaddexp.reduce(columns + np.log(np.asarray(weights, dtype=np.float64)), axis=1)
 
 
 @dataclass
@@ -108,7 +101,7 @@ def fit_weights(columns: np.ndarray) -> MixFit:
     previous = -math.inf
     for iteration in range(1, MAX_ITERATIONS + 1):
         joint = columns + np.log(np.maximum(weights, 1e-300))
-        total = logsumexp(joint, axis=1)
+        total = np.logaddexp.reduce(joint, axis=1)
         likelihood = float(total.sum())
         weights = np.exp(joint - total[:, None]).mean(axis=0)
         if likelihood - previous <= TOLERANCE * abs(likelihood):
