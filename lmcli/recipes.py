@@ -63,7 +63,7 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
                  "tie_weights": False, "dropout": 0.0, "optimizer": "adam", "lr": 4e-3,
                  "lr_schedule": "cosine", "seq_len": 64, "batch_size": 32, "batching": "stream"},
         # Few lanes: more updates a minute at nearly the same tokens a second.
-        "small": {"min_freq": 2, "cell": "lstm", "layers": 1, "embed_dim": 64, "hidden_dim": 448,
+        "small": {"min_freq": 2, "cell": "lstm", "layers": 1, "embed_dim": 64, "hidden_dim": 512,
                   "tie_weights": False, "dropout": 0.0, "optimizer": "adamw", "lr": 8e-3,
                   "warmup": 100, "lr_schedule": "cosine", "seq_len": 128, "batch_size": 12,
                   "batching": "stream"},

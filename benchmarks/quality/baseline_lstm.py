@@ -118,6 +118,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=15.0)
     parser.add_argument("--seed", type=int, default=1111)
     parser.add_argument("--out", type=Path, default=None, help="write the result as JSON here")
+    parser.add_argument("--amp", action="store_true",
+                        help="training's forward pass under bf16 autocast, as `lmcli train` runs "
+                             "where the CPU multiplies bf16 natively (evaluation stays fp32, as "
+                             "`lmcli eval`)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     vocab: dict[str, int] = {}
@@ -143,8 +147,10 @@ def main() -> None:
             x, y = train[i:i + seq], train[i + 1:i + 1 + seq]
             hidden = tuple(h.detach() for h in hidden)
             model.zero_grad()
-            output, hidden = model(x, hidden)
-            loss = F.cross_entropy(output.view(-1, len(vocab)), y.reshape(-1))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.amp):
+                output, hidden = model(x, hidden)
+                loss = F.cross_entropy(output.view(-1, len(vocab)), y.reshape(-1))
+            hidden = tuple(h.float() for h in hidden)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             for p in model.parameters():
@@ -170,6 +176,8 @@ def main() -> None:
         "model": names[args.level],
         "level": args.level,
         "minutes": args.minutes,
+        "seed": args.seed,
+        "precision": "bf16 autocast (training)" if args.amp else "fp32",
         "epochs": epoch,
         "valid_ppl_10_lanes": math.exp(best_loss),
         "test_ppl_stream": math.exp(evaluate(best_model, batchify(test_ids, 1), bptt=256)),

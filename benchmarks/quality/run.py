@@ -165,6 +165,28 @@ def components() -> list[str]:
     return ORDER + [name for name in LMCLI_COMPONENTS if name not in ORDER] + LONGER_REFERENCES
 
 
+def split_seed(name: str) -> tuple[str, int | None]:
+    """``lmcli-word-s2`` -> (``lmcli-word``, 2): a component run with its own seed."""
+    base, _, last = name.rpartition("-s")
+    return (base, int(last)) if base in components() and last.isdigit() else (name, None)
+
+
+def seeded(names: list[str], seeds: list[int] | None) -> list[str]:
+    """Each component once per seed, seed after seed, so that --jobs pairs stay pairs."""
+    if not seeds:
+        return names
+    return [f"{name}-s{seed}" for seed in seeds for name in names if name != "kn5"]
+
+
+def native_bf16_here() -> bool:
+    """Whether `lmcli train` runs this CPU under bf16 autocast by default: the baselines then
+    train under the same autocast, so that neither side gets the faster arithmetic alone."""
+    sys.path.insert(0, str(REPO))
+    from lmcli.devices import native_bf16
+    import torch
+    return native_bf16(torch.device("cpu"))
+
+
 def shown(argv: list[str], env: dict[str, str] | None = None) -> str:
     """A command as a person would type it in the repository root."""
     words = ["python" if word == sys.executable else
@@ -228,13 +250,16 @@ class Runner:
 
     def run(self, name: str) -> dict[str, Any]:
         started = time.perf_counter()
-        if name == "kn5":
+        base, seed = split_seed(name)
+        if base == "kn5":
             result, commands = self.kn5()
-        elif name in ("baseline-word", "plain-char", *LONGER_REFERENCES):
-            result, commands = self.baseline(name, "word" if name.startswith("baseline-word") else "char")
+        elif base in ("baseline-word", "plain-char", *LONGER_REFERENCES):
+            result, commands = self.baseline(name, "word" if base.startswith("baseline-word") else "char",
+                                             seed)
         else:
-            result, commands = self.lmcli(name, LMCLI_COMPONENTS[name])
-        return {"component": name, **result, "data": str(self.data), "commands": commands,
+            flags = LMCLI_COMPONENTS[base] + (["--seed", str(seed)] if seed is not None else [])
+            result, commands = self.lmcli(name, flags)
+        return {"component": name, "base": base, "seed": seed, **result, "data": str(self.data), "commands": commands,
                 "wall_seconds": time.perf_counter() - started, "finished": now_utc(),
                 "runner_command": self.command, "machine": machine()}
 
@@ -251,10 +276,12 @@ class Runner:
         default = self.kenlm_dir == REPO / "benchmarks" / ".cache" / "kenlm"
         return result, [shown(script, None if default else script_env), shown(score)]
 
-    def baseline(self, name: str, level: str) -> tuple[dict[str, Any], list[str]]:
+    def baseline(self, name: str, level: str, seed: int | None) -> tuple[dict[str, Any], list[str]]:
         part = self.results / f"{name}.part.json"
         argv = [sys.executable, str(HERE / "baseline_lstm.py"), "--data", str(self.data), "--level", level,
-                "--minutes", f"{component_minutes(name, self.minutes):g}", "--out", str(part)]
+                "--minutes", f"{component_minutes(split_seed(name)[0], self.minutes):g}", "--out", str(part)]
+        argv += ["--seed", str(seed)] if seed is not None else []
+        argv += ["--amp"] if native_bf16_here() else []
         self.call(name, argv)
         result = json.loads(part.read_text(encoding="utf-8"))
         part.unlink()
@@ -262,7 +289,7 @@ class Runner:
 
     def lmcli(self, name: str, flags: list[str]) -> tuple[dict[str, Any], list[str]]:
         run_dir = self.runs / name
-        minutes = component_minutes(name, self.minutes)
+        minutes = component_minutes(split_seed(name)[0], self.minutes)
         self.runs.mkdir(parents=True, exist_ok=True)
         lmcli = [sys.executable, "-m", "lmcli"]
         # cwd = the runs folder: `lmcli train` records its run in ./checkpoints/LATEST, which
@@ -530,6 +557,8 @@ def main() -> None:
                                      epilog="components: " + ", ".join(components()))
     parser.add_argument("--minutes", type=float, default=15.0, help="training time per model")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="run only these components")
+    parser.add_argument("--seeds", nargs="+", type=int, metavar="N",
+                        help="run each chosen component once per seed, as NAME-sN (kn5 has none)")
     parser.add_argument("--rerun", action="store_true", help="run components whose JSON exists")
     parser.add_argument("--report-only", action="store_true", help="only rewrite the report")
     parser.add_argument("--data", type=Path, default=DATA,
@@ -558,7 +587,7 @@ def main() -> None:
     command = shlex.join(["python", str(Path(sys.argv[0]).resolve().relative_to(REPO))
                           if Path(sys.argv[0]).resolve().is_relative_to(REPO) else sys.argv[0],
                           *sys.argv[1:]])
-    unknown = [name for name in args.only or [] if name not in components()]
+    unknown = [name for name in args.only or [] if split_seed(name)[0] not in components()]
     if unknown:
         parser.error(f"unknown component {', '.join(unknown)}; known: {', '.join(components())}")
 
@@ -590,7 +619,8 @@ def main() -> None:
             partial.replace(target)
             log(f"{name}: done in {clock(result['wall_seconds'])}, {target}")
 
-        chosen = [name for name in components() if name in (args.only or DEFAULT_COMPONENTS)]
+        chosen = seeded([name for name in components() if name in (args.only or DEFAULT_COMPONENTS)],
+                        args.seeds)
         if "kn5" in chosen:
             one("kn5")
             chosen.remove("kn5")
