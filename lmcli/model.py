@@ -28,7 +28,8 @@ from lmcli.cells import CELL_CLASSES, RecurrentLayer
 from lmcli.clockwork import ClockworkRNN
 from lmcli.direction import DIRECTIONS
 from lmcli.errors import LmcliError, SettingError
-from lmcli.output import ADAPTIVE_CUTOFFS, SOFTMAXES, AdaptiveSoftmax, aligned_linear, default_cutoffs
+from lmcli.output import (ADAPTIVE_CUTOFFS, SOFTMAXES, AdaptiveSoftmax, aligned_linear,
+                          blocked_target_log_probs, default_cutoffs)
 from lmcli.settings import check, setting
 from lmcli.units import parse_int_list
 
@@ -48,6 +49,10 @@ gru, (h, c) for lstm; a layer of :mod:`lmcli.cells` says its own parts and sizes
 
 
 MODEL = "Model"
+# Logits per block when scoring: on a CPU a block's logits stay in the cache while the
+# softmax reads them; a GPU is better served by few large products.
+BLOCK_FLOATS_CPU = 1 << 21
+BLOCK_FLOATS_GPU = 1 << 25
 
 
 @dataclass
@@ -319,16 +324,21 @@ class RNNLM(nn.Module):
         without its last axis); a negative target (padding) gets 0. The same numbers as
         ``log_softmax(logits)`` at the targets, computed without the whole distribution
         where the output layer allows it."""
-        shape = targets.shape
         flat = features.reshape(-1, features.shape[-1])
         ids = targets.reshape(-1)
         real = ids >= 0
-        safe = ids.clamp(min=0)
+        everything = bool(real.all())
+        if not everything:  # padding costs no output layer
+            where = real.nonzero().squeeze(1)
+            flat, ids = flat.index_select(0, where), ids.index_select(0, where)
         if isinstance(self.decoder, AdaptiveSoftmax):
-            picked = self.decoder.target_log_probs(flat, safe)
+            picked = self.decoder.target_log_probs(flat, ids)
         else:
-            picked = -F.cross_entropy(aligned_linear(self.decoder, flat).float(), safe, reduction="none")
-        return torch.where(real, picked, torch.zeros_like(picked)).reshape(shape)
+            block = BLOCK_FLOATS_GPU if flat.is_cuda else BLOCK_FLOATS_CPU
+            picked = blocked_target_log_probs(self.decoder, flat, ids, block)
+        if everything:
+            return picked.reshape(targets.shape)
+        return picked.new_zeros(targets.numel()).index_copy(0, where, picked).reshape(targets.shape)
 
     def hidden_features(self, tokens: torch.Tensor, state: State | None = None
                         ) -> tuple[torch.Tensor, State, Activations]:

@@ -27,15 +27,36 @@ OUTPUT_ALIGN = 16
 ALIGN_MIN_ROWS = 64
 
 
+def aligned_weights(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The layer's weight and bias padded to an aligned output width (zero rows, -inf
+    bias), or the layer's own where the width is aligned already."""
+    extra = -layer.out_features % OUTPUT_ALIGN
+    if extra == 0:
+        return layer.weight, layer.bias
+    bias = layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_features)
+    return F.pad(layer.weight, (0, 0, 0, extra)), F.pad(bias, (0, extra), value=float("-inf"))
+
+
 def aligned_linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
     """``layer(x)`` for an output layer, maybe with extra columns of -inf on the right:
     (..., in) -> (..., out + pad). Only for what a softmax or a gather at real ids reads."""
-    extra = -layer.out_features % OUTPUT_ALIGN
-    if extra == 0 or x.numel() < ALIGN_MIN_ROWS * x.shape[-1]:
+    if -layer.out_features % OUTPUT_ALIGN == 0 or x.numel() < ALIGN_MIN_ROWS * x.shape[-1]:
         return layer(x)
-    bias = layer.bias if layer.bias is not None else layer.weight.new_zeros(layer.out_features)
-    return F.linear(x, F.pad(layer.weight, (0, 0, 0, extra)),
-                    F.pad(bias, (0, extra), value=float("-inf")))
+    return F.linear(x, *aligned_weights(layer))
+
+
+def blocked_target_log_probs(layer: nn.Linear, x: torch.Tensor, targets: torch.Tensor,
+                             block_floats: int) -> torch.Tensor:
+    """``log_softmax(layer(x))`` at ``targets`` (float32), rows (..., in) taken a block at a
+    time: each block's logits are reduced while they are still in the cache, instead of
+    a whole batch's logits going to memory and back twice. The weight is padded once."""
+    weight, bias = aligned_weights(layer) if len(x) >= ALIGN_MIN_ROWS else (layer.weight, layer.bias)
+    rows = max(ALIGN_MIN_ROWS, block_floats // weight.shape[0])
+    if len(x) <= rows:
+        return -F.cross_entropy(F.linear(x, weight, bias).float(), targets, reduction="none")
+    return torch.cat([-F.cross_entropy(F.linear(x[first:first + rows], weight, bias).float(),
+                                       targets[first:first + rows], reduction="none")
+                      for first in range(0, len(x), rows)])
 
 
 def default_cutoffs(vocab_size: int) -> list[int]:

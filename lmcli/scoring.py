@@ -96,10 +96,12 @@ def _score_batch(model: RNNLM, batch: list[Ids], eos: bool, device: torch.device
     lengths = [len(ids) + 1 for ids in batch]  # targets: the ids, then <EOS>
     width = max(lengths)
     inputs = np.full((len(batch), width), EOS_ID, dtype=np.int64)  # padding sits after the end
-    targets = np.full((len(batch), width), EOS_ID, dtype=np.int64)
+    targets = np.full((len(batch), width), -1, dtype=np.int64)  # -1: not scored (padding)
     for row, ids in enumerate(batch):
         inputs[row, 1:len(ids) + 1] = ids
         targets[row, :len(ids)] = ids
+        if eos:
+            targets[row, len(ids)] = EOS_ID
     inputs_t = torch.from_numpy(inputs).to(device)
     targets_t = torch.from_numpy(targets).to(device)
     # A very long sentence (a 50 MB line) is run in slices of the time axis with the state
