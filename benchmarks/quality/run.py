@@ -142,6 +142,9 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from sections import kept_sections
 
+sys.path.insert(0, str(HERE))
+from headline import choices_section, curve_images, headline_section
+
 # Sections other scripts (bench_cell_quality.py, bench_finetune.py, bench_bidirectional.py)
 # or people (the reading of the cells table) write into RESULTS.md: kept on a rewrite.
 KEPT = ("Recurrent cells", "Recurrent cells against the literature", "Fine-tuning",
@@ -429,7 +432,8 @@ def write_report(results_dir: Path, report: Path, command: str, data: Path = DAT
     """RESULTS.md from the stored JSONs alone (so it can be rewritten at any time)."""
     results = load_results(results_dir)
     kn5, baseline = results.get("kn5"), results.get("baseline-word")
-    ours = {name: r for name, r in results.items() if name not in REFERENCES + LONGER_REFERENCES}
+    history = {name: r for name, r in results.items() if r.get("seed") is None}
+    ours = {name: r for name, r in history.items() if name not in REFERENCES + LONGER_REFERENCES}
     # The plain char LSTM by training minutes: each char run is measured against the one
     # trained as long as it was.
     plains = {r.get("minutes"): r for name, r in results.items()
@@ -460,7 +464,13 @@ def write_report(results_dir: Path, report: Path, command: str, data: Path = DAT
         " the test file read in order with the state carried across lines. Perplexities count "
         "one end-of-line token per line; bits per character count each line end as a character.",
         "",
-        "## Word level",
+        *headline_section(results, [path.name for path in curve_images(results, report.parent)]),
+        *choices_section(results),
+        "## History: single-seed runs, word level",
+        "",
+        "The runs made while the recipes were being built: one seed each, lmcli under bf16 "
+        "autocast against fp32 baselines, and some of them chosen among by test perplexity "
+        "(the headline above replaces them). Kept as the record of what was tried.",
         "",
         "| model | minutes | test ppl, sentences | test ppl, stream | vs KN5 | vs baseline |",
         "|---|---|---|---|---|---|",
@@ -491,7 +501,7 @@ def write_report(results_dir: Path, report: Path, command: str, data: Path = DAT
         *notes,
         *unknown_word_notes(ours, data),
         "",
-        "## Character level",
+        "## History: single-seed runs, character level",
         "",
         "| model | minutes | test bpc, sentences | test bpc, stream | vs plain |",
         "|---|---|---|---|---|",
