@@ -641,6 +641,9 @@ def main() -> None:
             for thread in group:
                 thread.join()
     text = write_report(results, report, command, data)
+    if report == DEFAULT_REPORT.resolve():
+        from readme_figures import update
+        update()
     print(text)
     log(f"report: {report}")
     if failed:
