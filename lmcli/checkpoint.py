@@ -214,7 +214,7 @@ class Checkpoint:
 
     def build_model(self, device: torch.device | str = "cpu") -> RNNLM:
         """The model with the checkpoint's weights, in eval mode, on ``device``."""
-        model = RNNLM(self.model_config)
+        model = RNNLM(self.model_config, initialise=False)
         try:
             model.load_state_dict(self.payload["state_dict"])
         except (RuntimeError, KeyError) as error:

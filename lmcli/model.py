@@ -215,7 +215,10 @@ class RNNLM(nn.Module):
     embedding size first.
     """
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, config: ModelConfig, initialise: bool = True) -> None:
+        """``initialise=False`` leaves the weights as the layers' constructors made them, for
+        a model whose weights are loaded next (the orthogonal initialisation of a large
+        model takes a noticeable part of a second)."""
         super().__init__()
         if not config.vocab_size:
             raise LmcliError("a model needs its vocabulary size (ModelConfig.for_vocabulary)")
@@ -238,7 +241,8 @@ class RNNLM(nn.Module):
             self.decoder = AdaptiveSoftmax(output_dim, config.vocab_size, config.cutoffs, config.adaptive_div)
         else:
             self.decoder = nn.Linear(output_dim, config.vocab_size)
-        self.reset_parameters()
+        if initialise:
+            self.reset_parameters()
         if config.tie_weights:
             self.decoder.weight = self.embedding.weight
 
