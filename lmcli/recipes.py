@@ -97,6 +97,10 @@ RECIPE_LIMITS: dict[str, tuple[tuple[str, float], ...]] = {
 }
 
 
+# Settings whose recipe values belong to the recipe's optimizer.
+OPTIMIZER_TIED = ("lr", "clip", "lr_decay", "weight_decay")
+
+
 def pick_recipe(given: dict[str, Any]) -> str:
     """The recipe for the budget: the one named, else on a CUDA device large, else by the
     time limit on a CPU (subword levels as word), small with none."""
@@ -123,7 +127,13 @@ def resolve(given: dict[str, Any]) -> tuple[dict[str, Any], str]:
     given = {key: value for key, value in given.items() if value is not None}
     recipe = pick_recipe(given)
     level = str(given.get("level") or DataConfig.level)
-    settings = {**RECIPES[level][recipe], **given}
+    chosen = dict(RECIPES[level][recipe])
+    if given.get("optimizer", chosen.get("optimizer")) != chosen.get("optimizer"):
+        # The recipe's rate, clipping and weight decay were tuned for its optimizer (SGD's
+        # rate of 20 makes Adam diverge): another optimizer brings its own defaults.
+        for key in OPTIMIZER_TIED:
+            chosen.pop(key, None)
+    settings = {**chosen, **given}
     settings.pop("recipe", None)
     # "Train for 15 minutes" means 15 minutes: a time or step budget without an epoch
     # count lifts the epoch limit (early stopping still applies).

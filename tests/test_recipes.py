@@ -26,6 +26,17 @@ def test_flags_override_the_recipe_and_budgets_lift_the_epoch_limit() -> None:
     assert resolve({"max_steps": 10})[0]["epochs"] is None
 
 
+def test_another_optimizer_brings_its_own_rate() -> None:
+    """The word recipes' SGD rate of 20 would make Adam diverge: a different --optimizer
+    drops the recipe's rate, clipping and weight decay (its defaults apply); flags given
+    with it, or the recipe's own optimizer named again, keep what was said."""
+    settings, _ = resolve({"level": "word", "recipe": "small", "optimizer": "adam"})
+    assert settings["optimizer"] == "adam" and "lr" not in settings and "clip" not in settings
+    assert resolve({"level": "word", "recipe": "small", "optimizer": "adam", "lr": 1e-3})[0]["lr"] == 1e-3
+    assert resolve({"level": "word", "recipe": "small", "optimizer": "sgd"})[0]["lr"] == 20.0
+    assert resolve({"level": "word", "recipe": "small"})[0]["lr"] == 20.0
+
+
 def test_the_recipe_follows_the_budget() -> None:
     def pick(**given: object) -> str:
         return resolve(given)[1]
