@@ -47,7 +47,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
 
 def machine() -> str:
     """The machine line, from the same facts the quality benchmark records, plus the GPU."""
-    spec = importlib.util.spec_from_file_location("quality_run", HERE / "quality" / "run.py")
+    spec = importlib.util.spec_from_file_location("quality_components", HERE / "quality" / "components.py")
     assert spec is not None and spec.loader is not None
     quality = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(quality)
