@@ -28,7 +28,7 @@ from lmcli.cells import CELL_CLASSES, RecurrentLayer
 from lmcli.clockwork import ClockworkRNN
 from lmcli.direction import DIRECTIONS
 from lmcli.errors import LmcliError, SettingError
-from lmcli.output import (ADAPTIVE_CUTOFFS, SOFTMAXES, AdaptiveSoftmax, aligned_linear,
+from lmcli.output import (ADAPTIVE_CUTOFFS, ALIGN_MIN_ROWS, SOFTMAXES, AdaptiveSoftmax, aligned_linear,
                           blocked_target_log_probs, default_cutoffs)
 from lmcli.settings import check, setting
 from lmcli.units import parse_int_list
@@ -335,11 +335,15 @@ class RNNLM(nn.Module):
         if not everything:  # padding costs no output layer
             where = real.nonzero().squeeze(1)
             flat, ids = flat.index_select(0, where), ids.index_select(0, where)
-        if isinstance(self.decoder, AdaptiveSoftmax):
+        block = BLOCK_FLOATS_GPU if flat.is_cuda else BLOCK_FLOATS_CPU
+        if not isinstance(self.decoder, AdaptiveSoftmax):
+            picked = blocked_target_log_probs(self.decoder, flat, ids, block)
+        elif torch.is_grad_enabled():  # training's loss: one product, as it was tuned
             picked = self.decoder.target_log_probs(flat, ids)
         else:
-            block = BLOCK_FLOATS_GPU if flat.is_cuda else BLOCK_FLOATS_CPU
-            picked = blocked_target_log_probs(self.decoder, flat, ids, block)
+            rows = max(ALIGN_MIN_ROWS, block // self.decoder.head.out_features)
+            picked = torch.cat([self.decoder.target_log_probs(flat[first:first + rows], ids[first:first + rows])
+                                for first in range(0, len(flat), rows)]) if len(flat) else flat.new_zeros(0)
         if everything:
             return picked.reshape(targets.shape)
         return picked.new_zeros(targets.numel()).index_copy(0, where, picked).reshape(targets.shape)

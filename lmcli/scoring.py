@@ -27,8 +27,10 @@ from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
 
 LN10 = math.log(10.0)
 LN2 = math.log(2.0)
-# Budget for one batch's logits (floats): keeps memory bounded on large vocabularies.
-LOGIT_BUDGET = 1 << 25
+# Budget for one batch's activations (floats: the inputs, the gates and features of each
+# layer, per token). The logits are no part of it: the output layer takes a block of rows
+# at a time (RNNLM.target_log_probs), so a large vocabulary does not shrink the batch.
+BATCH_BUDGET = 1 << 25
 # Time steps per forward call at most: the fused RNN kernels refuse sequences of millions.
 MAX_SLICE = 4096
 
@@ -68,15 +70,22 @@ Convert = Callable[[str], str]
 """Turns a sentence as typed into the text the model reads (another Chinese script, say)."""
 
 
-def _batches(items: list[tuple[int, Ids]], batch_size: int, vocab: int
+def token_floats(model: RNNLM) -> int:
+    """Floats of activations per token while scoring: the input, each layer's four gate
+    pre-activations and its output."""
+    config = model.config
+    return config.embed_dim + config.layers * 5 * config.hidden_dim
+
+
+def _batches(items: list[tuple[int, Ids]], batch_size: int, per_token: int
              ) -> Iterator[list[tuple[int, Ids]]]:
     """Length-sorted items cut into batches of at most ``batch_size`` sentences and a
-    bounded number of logits."""
+    bounded number of activations."""
     items = sorted(items, key=lambda item: len(item[1]))
     batch: list[tuple[int, Ids]] = []
     for item in items:
         longest = len(item[1]) + 1
-        if batch and (len(batch) >= batch_size or (len(batch) + 1) * longest * vocab > LOGIT_BUDGET):
+        if batch and (len(batch) >= batch_size or (len(batch) + 1) * longest * per_token > BATCH_BUDGET):
             yield batch
             batch = []
         batch.append(item)
@@ -105,8 +114,8 @@ def _score_batch(model: RNNLM, batch: list[Ids], eos: bool, device: torch.device
     inputs_t = torch.from_numpy(inputs).to(device)
     targets_t = torch.from_numpy(targets).to(device)
     # A very long sentence (a 50 MB line) is run in slices of the time axis with the state
-    # carried between them: the same numbers, in memory bounded by the logit budget.
-    step = max(1, min(MAX_SLICE, LOGIT_BUDGET // (len(batch) * model.config.vocab_size)))
+    # carried between them: the same numbers, in memory bounded by the batch budget.
+    step = max(1, min(MAX_SLICE, BATCH_BUDGET // (len(batch) * token_floats(model))))
     state = None
     parts = []
     for start in range(0, width, step):
@@ -127,7 +136,7 @@ def score_ids(model: RNNLM, encoded: Sequence[Ids], *, batch_size: int = 64, eos
     was_training = model.training
     model.eval()
     results: list[np.ndarray] = [np.zeros(0)] * len(encoded)
-    for batch in _batches(list(enumerate(encoded)), batch_size, model.config.vocab_size):
+    for batch in _batches(list(enumerate(encoded)), batch_size, token_floats(model)):
         for (index, _), logprobs in zip(batch, _score_batch(model, [ids for _, ids in batch], eos, device)):
             results[index] = logprobs
     model.train(was_training)

@@ -136,22 +136,28 @@ def test_output_covers_exactly_the_vocabulary() -> None:
     torch.testing.assert_close(each.exp().sum(-1), torch.ones(N, ALIGN_MIN_ROWS))
 
 
-@pytest.mark.parametrize("block_floats", [1, 300 * V, 1 << 30])
-def test_scoring_in_blocks_gives_the_whole_products_numbers(block_floats: int, monkeypatch) -> None:
+@pytest.mark.parametrize("block_floats", [1, 300 * 40, 1 << 30])
+@pytest.mark.parametrize("softmax", ["full", "adaptive"])
+def test_scoring_in_blocks_gives_the_whole_products_numbers(block_floats: int, softmax: str,
+                                                            monkeypatch) -> None:
     """target_log_probs takes the output layer a block of rows at a time (one row block,
     several, or the floor of ALIGN_MIN_ROWS rows), skips padding targets (0 there), and
-    gives log_softmax of the whole product at the targets either way."""
+    gives the whole distribution's log-probabilities at the targets either way."""
     import lmcli.model as model_module
 
     monkeypatch.setattr(model_module, "BLOCK_FLOATS_CPU", block_floats)
-    model = toy("lstm")
-    tokens = torch.randint(0, V, (N, 3 * ALIGN_MIN_ROWS))
-    targets = torch.randint(0, V, (N, 3 * ALIGN_MIN_ROWS))
+    vocab = 40
+    torch.manual_seed(0)
+    model = RNNLM(ModelConfig(vocab_size=vocab, layers=1, embed_dim=8, hidden_dim=8, dropout=0.0,
+                              softmax=softmax, cutoffs=[20] if softmax == "adaptive" else None)).eval()
+    tokens = torch.randint(0, vocab, (N, 3 * ALIGN_MIN_ROWS))
+    targets = torch.randint(0, vocab, (N, 3 * ALIGN_MIN_ROWS))
     targets[1, 5:] = -1
     with torch.no_grad():
         features, _, _ = model.hidden_features(tokens)
         picked = model.target_log_probs(features, targets)
-        whole = torch.log_softmax(features @ model.decoder.weight.T + model.decoder.bias, -1)
+        whole = (model.decoder.log_probs(features) if softmax == "adaptive"
+                 else torch.log_softmax(features @ model.decoder.weight.T + model.decoder.bias, -1))
     expected = whole.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     expected[1, 5:] = 0.0
     torch.testing.assert_close(picked, expected)

@@ -22,7 +22,8 @@ from lmcli import checkpoint as ckpt
 from lmcli.disk import MB, check_room, megabytes
 from lmcli.errors import LmcliError
 from lmcli.model import RNNLM, ModelConfig
-from lmcli.scoring import LOGIT_BUDGET
+from lmcli.model import BLOCK_FLOATS_GPU
+from lmcli.scoring import BATCH_BUDGET
 from lmcli.train.config import TrainConfig
 
 FLOAT = 4  # bytes: weights and optimizer state are float32
@@ -61,8 +62,11 @@ def training_bytes(model: ModelConfig, train: TrainConfig) -> int:
     per_layer = model.hidden_dim * 8  # gates, cell, output and their gradients, per token
     output = model.vocab_size if model.softmax != "adaptive" else (model.cutoffs or [model.vocab_size])[0]
     per_token = model.embed_dim * 2 + model.layers * per_layer + output * 3
-    # Validation scores whole sentences in batches of at most LOGIT_BUDGET logits.
-    validation = min(LOGIT_BUDGET, max(64, train.batch_size) * 64 * output) * 2
+    # Validation scores whole sentences in batches of at most BATCH_BUDGET floats of
+    # activations, their logits a block at a time.
+    activations = model.embed_dim + model.layers * 5 * model.hidden_dim
+    lanes = max(64, train.batch_size) * 64
+    validation = min(BATCH_BUDGET, lanes * activations) + min(BLOCK_FLOATS_GPU, lanes * output) * 2
     return state + max(tokens * per_token, validation) * FLOAT
 
 
