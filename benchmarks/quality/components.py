@@ -50,11 +50,11 @@ LMCLI_COMPONENTS: dict[str, list[str]] = {
     # A word candidate: SGD at 30 instead of 20 under the same clip and cosine.
     "lmcli-word-lr30": ["--level", "word", "--min-freq", "1", "--recipe", "small", "--lr", "30"],
     # Char learning-rate candidates: 5-minute probes put 8e-3 and 1.2e-2 far ahead of the
-    # recipe's 3e-3 (validation 1.51 and 1.50 bits against 1.73).
+    # recipe's 3e-3 on validation.
     "lmcli-char-lr8": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "8e-3"],
     "lmcli-char-lr12": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "1.2e-2"],
-    # After those (15 minutes: 8e-3 1.332 bits, 1.2e-2 1.340): a little lower, and the
-    # same tokens a step as 64 lanes of 64 (wider products, half the serial steps).
+    # After those: a little lower, and the same tokens a step as 64 lanes of 64 (wider
+    # products, half the serial steps).
     "lmcli-char-lr6": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "6e-3"],
     "lmcli-char-lr8-b64x64": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "8e-3",
                               "--batch-size", "64", "--seq-len", "64"],
@@ -63,15 +63,14 @@ LMCLI_COMPONENTS: dict[str, list[str]] = {
                        "--model", "gru"],
     "lmcli-char-h448": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "8e-3",
                         "--hidden-dim", "448"],
-    # A closing phase on whole sentences from the empty context. Probes that fine-tuned the
-    # finished 15-minute small model on sentences (SGD along the last 10% or 20% of the
-    # cosine) took its sentence-level test perplexity from 34.35 to 32.89 and 32.62.
+    # A closing phase on whole sentences from the empty context, as score and eval read
+    # them (probes that fine-tuned a finished model on sentences pointed there).
     "lmcli-word-sp20": ["--level", "word", "--min-freq", "1", "--recipe", "small",
                         "--sentence-phase", "0.2"],
     "lmcli-word-sp35": ["--level", "word", "--min-freq", "1", "--recipe", "small",
                         "--sentence-phase", "0.35"],
-    # After those (15 minutes: 0.2 gave 32.50, 0.35 gave 32.23): larger shares.
-    # 0.5 won (32.03) and joined the small recipe: its run is lmcli-word's result now.
+    # After those: larger shares. 0.5 joined the small recipe (validation agrees: see
+    # "Choices, on validation" in RESULTS.md), so its run is the single-seed lmcli-word.
     "lmcli-word-sp50": ["--level", "word", "--min-freq", "1", "--recipe", "small",
                         "--sentence-phase", "0.5"],
     "lmcli-word-sp70": ["--level", "word", "--min-freq", "1", "--recipe", "small",
@@ -80,23 +79,21 @@ LMCLI_COMPONENTS: dict[str, list[str]] = {
     # still carries across them) or by fewer lanes; 64 lanes were slower per token.
     "lmcli-char-s64": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--seq-len", "64"],
     "lmcli-char-b16": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--batch-size", "16"],
-    # After those (15 minutes: 64-step windows 1.331, 16 lanes 1.321 against 1.336): fewer
-    # lanes again, and 16 lanes at a lower rate (a smaller batch's noisier gradient).
+    # After those: fewer lanes again, and 16 lanes at a lower rate (a smaller batch's
+    # noisier gradient).
     "lmcli-char-b8": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--batch-size", "8"],
     "lmcli-char-b16-lr6": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--batch-size", "16",
                            "--lr", "6e-3"],
-    # After those (8 lanes 1.323 streamed but 1.364 by sentence, against 16's 1.321 and
-    # 1.393; 16 at 6e-3 1.329): between 8 and 16 lanes, and 16 at a higher rate.
-    # 12 lanes (1.322 streamed, 1.368 by sentence) joined the small recipe; 16 at 1e-2
-    # gave 1.333.
-    # After those, at 12 lanes: validation twice an epoch instead of four times (each takes
-    # ~5 s, 9% of the run at four), and a narrower LSTM (1x448 ran 28% faster at 32 lanes).
+    # After those: between 8 and 16 lanes, and 16 at a higher rate; 12 lanes joined the
+    # small recipe.
+    # After those, at 12 lanes: validation twice an epoch instead of four times, and a
+    # narrower LSTM (more tokens a minute).
     "lmcli-char-b12-eval2": ["--level", "char", "--min-freq", "1", "--recipe", "small",
                              "--eval-every", "1234"],
     "lmcli-char-b12-h448": ["--level", "char", "--min-freq", "1", "--recipe", "small",
                             "--hidden-dim", "448"],
-    # After those (fewer validations 1.317, 1x448 1.311, 10.3% below plain-char): 448 units
-    # joined the small recipe, and plain-char and lmcli-char were run again side by side.
+    # After those: 448 units joined the small recipe on a test figure, and plain-char and
+    # lmcli-char were run again side by side; validation prefers 512, the recipe again.
     "lmcli-char-b12": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--batch-size", "12"],
     "lmcli-char-b16-lr10": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--batch-size", "16",
                             "--lr", "1e-2"],
@@ -110,7 +107,8 @@ BECAME = {"lmcli-word-sp50": "lmcli-word"}
 CHAR_NOTE = ("`--recipe small` in a char run means the recipe when it ran, and the flags shown "
              "are the changes to it: LSTM 1x512 with 32 lanes (`--batch-size 32`) up to "
              "lmcli-char-b16-lr10; 1x512 with 12 lanes for lmcli-char-b12-eval2 and "
-             "lmcli-char-b12-h448; 1x448 with 12 lanes, the recipe now, for lmcli-char.")
+             "lmcli-char-b12-h448; 1x448 with 12 lanes for lmcli-char (the single-seed run; "
+             "the recipe is 1x512 with 12 lanes again, validation's choice).")
 
 
 def component_minutes(name: str, default: float) -> float:
