@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -74,6 +75,7 @@ def main() -> None:
     parser.add_argument("--hidden-dim", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--samples", type=int, default=100, help="samples drawn together and one at a time")
+    parser.add_argument("--rounds", type=int, default=3, help="times each pair is measured (median and range)")
     parser.add_argument("--single", type=int, default=1000,
                         help="sentences timed one at a time (the rate is extrapolated)")
     args = parser.parse_args()
@@ -91,70 +93,89 @@ def main() -> None:
           f"sentences, {tokens:,} tokens")
 
     list(score_sentences(model, tokenizer, sentences[:200], batch_size=args.batch_size))  # warm up
-    start = time.perf_counter()
-    batched = list(score_sentences(model, tokenizer, sentences, batch_size=args.batch_size))
-    batched_rate = len(sentences) / (time.perf_counter() - start)
-
     count = min(args.single, len(sentences))
-    start = time.perf_counter()
-    single = [next(iter(score_sentences(model, tokenizer, [s], batch_size=1))) for s in sentences[:count]]
-    single_rate = count / (time.perf_counter() - start)
-    worst = max(abs(a.logprob - b.logprob) for a, b in zip(batched, single))
-    # How far batching can go here: the matrix products' FLOP/s against this machine's
-    # float32 matrix-multiply peak, measured now on a large square product.
     flop = model.flops_per_token(training=False) * tokens / len(sentences)  # per sentence
     peak = matmul_peak()
+    batched_rates, single_rates = [], []
+    for _ in range(args.rounds):  # the two alternate, so each round's ratio shares its conditions
+        batched_rates.append(len(sentences) / timed(lambda: list(score_sentences(
+            model, tokenizer, sentences, batch_size=args.batch_size))))
+        single_rates.append(count / timed(lambda: [next(iter(score_sentences(model, tokenizer, [s], batch_size=1)))
+                                                   for s in sentences[:count]]))
+    batched = list(score_sentences(model, tokenizer, sentences[:count], batch_size=args.batch_size))
+    single = [next(iter(score_sentences(model, tokenizer, [s], batch_size=1))) for s in sentences[:count]]
+    worst = max(abs(a.logprob - b.logprob) for a, b in zip(batched, single))
+    batched_rate, single_rate = statistics.median(batched_rates), statistics.median(single_rates)
+    ratios = [b / s for b, s in zip(batched_rates, single_rates)]
+    # How far batching can go here: the matrix products' FLOP/s against this machine's
+    # float32 matrix-multiply peak, measured now on a large square product.
     print(f"\nscoring   batched (batch {args.batch_size}): {batched_rate:>9,.0f} sentences/s, "
           f"{batched_rate * flop / 1e9:.0f} GFLOP/s = {batched_rate * flop / peak:.0%} of the float32 peak")
     print(f"          one at a time:      {single_rate:>9,.0f} sentences/s, "
           f"{single_rate * flop / 1e9:.0f} GFLOP/s = {single_rate * flop / peak:.0%} (timed on {count:,})")
-    print(f"          ratio batched / one at a time: {batched_rate / single_rate:.1f}x; "
-          f"largest difference {worst:.2e} nats")
+    print(f"          ratio batched / one at a time: {spread_text(ratios)}; largest difference {worst:.2e} nats")
     print(f"          float32 matrix-multiply peak {peak / 1e9:.0f} GFLOP/s (2048 x 2048 x 2048, "
           f"{torch.get_num_threads()} threads): at that peak batched would be "
           f"{peak / (single_rate * flop):.1f}x one at a time")
     assert worst < 1e-5, "batched and single scores disagree"
     print("summary:", json.dumps({"benchmark": "scoring", "reference": "one sentence at a time",
-                                  "ratio": batched_rate / single_rate,
+                                  **ratio_fields(ratios),
                                   "sentences_per_s": batched_rate, "tokens_per_s": batched_rate * tokens / len(sentences),
                                   "peak_share": batched_rate * flop / peak,
                                   "ceiling": peak / (single_rate * flop)}))
 
     print("\ngeneration, one sample, ms per token:")
-    config = SamplingConfig(max_tokens=1, lines=10**9)
-    for tokens in (50, 1000):
-        config.max_tokens = tokens
+    for length in (50, 1000):
+        config = SamplingConfig(max_tokens=length, lines=10**9)
         generate(model, tokenizer, config=SamplingConfig(max_tokens=5, lines=10**9), seed=0)
-        start = time.perf_counter()
-        (sample,) = generate(model, tokenizer, config=config, seed=0)
-        carried = (time.perf_counter() - start) * 1000 / len(sample.token_ids)
-        # As many tokens as lmcli drew (a sample may end early at a stop).
-        start = time.perf_counter()
-        incremental_generate(model, len(sample.token_ids))
-        by_hand = (time.perf_counter() - start) * 1000 / len(sample.token_ids)
-        print(f"  {tokens:>5} tokens: lmcli {carried:6.2f} ms/token; hand-written incremental loop "
-              f"{by_hand:6.2f} ms/token; ratio {by_hand / carried:.2f}x")
-        print("summary:", json.dumps({"benchmark": f"generation, {tokens} tokens",
+        ours, hand = [], []
+        for round_ in range(args.rounds):
+            started = time.perf_counter()
+            (sample,) = generate(model, tokenizer, config=config, seed=round_)
+            ours.append((time.perf_counter() - started) * 1000 / len(sample.token_ids))
+            # As many tokens as lmcli drew (a sample may end early at a stop).
+            hand.append(timed(lambda: incremental_generate(model, len(sample.token_ids), round_))
+                        * 1000 / len(sample.token_ids))
+        ratios = [h / o for h, o in zip(hand, ours)]
+        print(f"  {length:>5} tokens: lmcli {statistics.median(ours):6.2f} ms/token; hand-written incremental "
+              f"loop {statistics.median(hand):6.2f} ms/token; ratio {spread_text(ratios)}")
+        print("summary:", json.dumps({"benchmark": f"generation, {length} tokens",
                                       "reference": "hand-written incremental loop (state carried)",
-                                      "ratio": by_hand / carried, "ms_per_token": carried}))
+                                      **ratio_fields(ratios), "ms_per_token": statistics.median(ours)}))
 
     samples = args.samples
     print(f"\nmany samples: {samples} samples of 50 tokens")
     config = SamplingConfig(max_tokens=50, lines=10**9)
-    start = time.perf_counter()
-    batch = generate(model, tokenizer, num_samples=samples, config=config, seed=0)
-    batched = samples / (time.perf_counter() - start)
-    assert all(len(sample.token_ids) == 50 for sample in batch)
-    start = time.perf_counter()
-    for i in range(samples):
-        generate(model, tokenizer, config=config, seed=i)
-    single = samples / (time.perf_counter() - start)
-    print(f"  one batch: {batched:8,.1f} samples/s; one sample at a time: {single:8,.1f} samples/s; "
-          f"ratio {batched / single:.1f}x")
+    together, apart = [], []
+    for _ in range(args.rounds):
+        batch: list = []
+        together.append(samples / timed(lambda: batch.extend(
+            generate(model, tokenizer, num_samples=samples, config=config, seed=0))))
+        assert all(len(sample.token_ids) == 50 for sample in batch)
+        apart.append(samples / timed(lambda: [generate(model, tokenizer, config=config, seed=i)
+                                              for i in range(samples)]))
+    ratios = [t / a for t, a in zip(together, apart)]
+    print(f"  one batch: {statistics.median(together):8,.1f} samples/s; one sample at a time: "
+          f"{statistics.median(apart):8,.1f} samples/s; ratio {spread_text(ratios)}")
     print("summary:", json.dumps({"benchmark": f"sampling {samples} x 50 tokens",
-                                  "reference": "one sample at a time", "ratio": batched / single,
-                                  "tokens_per_s": batched * 50}))
+                                  "reference": "one sample at a time", **ratio_fields(ratios),
+                                  "tokens_per_s": statistics.median(together) * 50}))
 
+
+def timed(work) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
+def ratio_fields(ratios: list[float]) -> dict[str, float | int]:
+    """The median ratio over the rounds and its range, as run_all.py's table shows them."""
+    return {"ratio": statistics.median(ratios), "ratio_low": min(ratios), "ratio_high": max(ratios),
+            "rounds": len(ratios)}
+
+
+def spread_text(ratios: list[float]) -> str:
+    return f"{statistics.median(ratios):.2f}x (median of {len(ratios)}; {min(ratios):.2f}-{max(ratios):.2f})"
 
 if __name__ == "__main__":
     main()

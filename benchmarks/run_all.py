@@ -80,6 +80,8 @@ def ratio_cell(summary: dict) -> str:
     ratio = summary.get("ratio")
     if ratio is None:
         return "-"
+    if "ratio_low" in summary:  # the median over rounds, and their range
+        return f"{ratio:.2f}x ({summary['ratio_low']:.2f}-{summary['ratio_high']:.2f}, {summary['rounds']} rounds)"
     return f"{ratio:.2f}x"
 
 
