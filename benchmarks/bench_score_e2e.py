@@ -89,6 +89,10 @@ def write_nbest(path: Path, sentences: list[str], hyps: int) -> int:
 def report(name: str, seconds: float, startup: float, tokens: int, flop: float, peak: float,
            library: float | None, items: str, count: int) -> None:
     work = seconds - startup
+    if work < 0.25 * startup:
+        print(f"{name:<8} {count:,} {items}: whole command {seconds:.2f} s, one-line command "
+              f"{startup:.2f} s: too little work to tell from the start-up; give more")
+        return
     rate = tokens * flop / work
     line = (f"{name:<8} {count:,} {items}, {tokens:,} tokens: whole command {seconds:.2f} s, one-line "
             f"command {startup:.2f} s, difference {work:.2f} s = {tokens / work:,.0f} tokens/s, "

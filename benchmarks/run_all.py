@@ -38,7 +38,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "train": ("bench_train.py", ["--rounds", "3", "--compile"], ["--rounds", "1", "--steps", "60", "--compile"]),
     "score": ("bench_score.py", [], ["--sentences", "3000", "--single", "300", "--samples", "30"]),
     "rerank": ("bench_rerank.py", [], ["--utterances", "300", "--single", "300"]),
-    "e2e": ("bench_score_e2e.py", [], ["--sentences", "500", "--utterances", "50", "--repeats", "1"]),
+    "e2e": ("bench_score_e2e.py", [], ["--sentences", "1000", "--utterances", "100", "--repeats", "1"]),
     "encode": ("bench_encode.py", ["--size-mb", "200", "--word-types", "300000"],
                ["--size-mb", "30", "--word-types", "300000"]),
     "softmax": ("bench_softmax.py", [], ["--steps", "8", "--train-steps", "300"]),
