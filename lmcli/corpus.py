@@ -38,6 +38,8 @@ Streams = tuple[Tokenizer, np.ndarray, np.ndarray | None]
 """A tokenizer and the training and validation token streams it encoded."""
 IntoCache = Callable[[TokenCache, Blocks, Blocks | None], Streams]
 InMemory = Callable[[Blocks, Blocks | None], Streams]
+# A named conversion of each line (the name keys the token cache).
+Convert = tuple[str, Callable[[str], str]]
 DataEvent = Callable[[str, dict[str, object]], None]
 """Called with ("phase", {"name", "total_bytes"}), ("bytes", {"n"}) or ("warning", {"message"})."""
 
@@ -212,7 +214,7 @@ class CorpusData:
 
 def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
                 tokenizer: Tokenizer | None = None, on_event: DataEvent | None = None,
-                cache: TokenCache | None = None) -> CorpusData:
+                cache: TokenCache | None = None, convert: Convert | None = None) -> CorpusData:
     """Read, split and encode a corpus; learn the tokenizer from the training lines unless
     one is given (as when resuming). Emits ("phase", {"name", "total_bytes"}) and
     ("bytes", {"n"}) events so a caller can draw progress.
@@ -221,8 +223,11 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
     back as read-only memory maps (memory bounded by the page cache, not the corpus), and
     a corpus seen before with the same settings skips the vocabulary and encoding passes.
     Without one they are built in memory. A word vocabulary is learned in the same pass
-    that encodes the training lines (the phase "building vocabulary and encoding")."""
-    return CorpusBuilder(paths, config, cache=cache, on_event=on_event).build(tokenizer)
+    that encodes the training lines (the phase "building vocabulary and encoding").
+
+    ``convert`` (a name and a function) turns each line into what a given tokenizer reads,
+    as fine-tuning a model of the other Chinese script does."""
+    return CorpusBuilder(paths, config, cache=cache, on_event=on_event, convert=convert).build(tokenizer)
 
 
 def _ignore(kind: str, info: dict[str, object]) -> None:
@@ -248,8 +253,10 @@ class CorpusBuilder:
     reading the text settles the held-out lines and the cache keys the rest goes by."""
 
     def __init__(self, paths: Sequence[str | Path], config: DataConfig, *,
-                 cache: TokenCache | None = None, on_event: DataEvent | None = None) -> None:
+                 cache: TokenCache | None = None, on_event: DataEvent | None = None,
+                 convert: Convert | None = None) -> None:
         self.config = config
+        self.convert = convert
         self.cache = cache
         self.emit: DataEvent = on_event or _ignore
         self.files = TextFiles.of(paths, config.encoding, config.errors)
@@ -298,6 +305,8 @@ class CorpusBuilder:
                        "valid": scan(self.valid_files).sha256 if self.valid_files else None,
                        "held_out": self.held_out.ranges, "encoding": config.encoding,
                        "errors": config.errors}
+        if self.convert is not None:  # converted lines are other streams
+            self.source["convert"] = self.convert[0]
         self.vocab_key = fingerprint(CACHE_VERSION, self.source, config.level, config.vocab_size,
                                      config.min_freq, config.lowercase)
         # Word counting and encoding are Python loops: a large corpus runs them in a process
@@ -318,7 +327,12 @@ class CorpusBuilder:
             valid = self.valid_files.line_blocks()
         elif self.held_out:
             valid = _split_blocks(self.files, self.held_out, True)
-        return _split_blocks(self.files, self.held_out, False, self._training_bytes), valid
+        train = _split_blocks(self.files, self.held_out, False, self._training_bytes)
+        if self.convert is None:
+            return train, valid
+        function = self.convert[1]
+        return ([function(line) for line in lines] for lines in train), \
+            (None if valid is None else ([function(line) for line in lines] for lines in valid))
 
     # -- count
 

@@ -201,3 +201,30 @@ def test_the_checkpoint_records_its_script_and_old_ones_infer_it(poem_run: Path,
     info = json_lines(runner.invoke(app, ["info", "-c", str(old), "--json"]).stdout)[0]
     assert info["script"] == "traditional"
     assert ckpt.load(ckpt.resolve(trained_run)).script == "neither"  # English words
+
+
+# ----------------------------------------------------------------------------- fine-tuning
+
+
+def test_fine_tuning_reads_the_other_script_as_the_models(poem_run: Path, tmp_path: Path) -> None:
+    """`train --init-from` a traditional-script model on simplified text: the corpus is
+    converted into the model's script before encoding, so its characters are the model's
+    own, not <UNK> (read as typed, most of them would be)."""
+    from lmcli.recipes import make_request
+    from lmcli.train import start_run
+
+    corpus = tmp_path / "simplified.txt"
+    corpus.write_text((SIMPLIFIED_TEXT + "\n") * 30, encoding="utf-8")
+    tokenizer = ckpt.load(poem_run / ckpt.BEST).tokenizer
+    as_typed = tokenizer.encode(SIMPLIFIED_TEXT.replace("\n", ""))
+    assert as_typed.count(UNK_ID) >= 5  # 举 头 乡 尽 黄 ... are not in a traditional vocabulary
+    request = make_request([str(corpus)], {"max_steps": 2, "device": "cpu", "amp": False},
+                           out_dir=tmp_path / "ft", init_from=poem_run)
+    start_run(request, root=tmp_path / "ck")
+    record = ckpt.load(tmp_path / "ft" / ckpt.LAST).payload["provenance"]["init_from"]
+    # What is left unknown is what the traditional poems never had (春, 眠, 鸟, ...), not
+    # the simplified forms of their characters.
+    converted = ScriptConverter(tokenizer, "traditional").to_model(SIMPLIFIED_TEXT.replace("\n", ""))
+    unknown = tokenizer.encode(converted).count(UNK_ID)
+    assert unknown < as_typed.count(UNK_ID)
+    assert record["unk_share"] == pytest.approx(unknown / len(converted), abs=0.02)

@@ -3,7 +3,8 @@
 Unlike ``--resume`` (the same run, the same corpus, where it stopped), this is a new run on
 a new corpus: a fresh optimizer, schedule and budget, the source model's weights and its
 tokenizer. The vocabulary stays the source's, so text it lacks becomes ``<UNK>`` (the
-share is reported), and everything the weights fix (the cell, the sizes, the output
+share is reported; Chinese in the other script is first converted into the source's, as
+``score`` converts what users type), and everything the weights fix (the cell, the sizes, the output
 layer, the reading direction, the tokenization) comes from the source: a flag that would
 change one is refused. The source's other training settings (optimizer, windows, lanes,
 dropout, clipping...) are the defaults here, as a recipe's are; flags given override them.
@@ -17,6 +18,7 @@ three tenths did best on validation (benchmarks/RESULTS.md, "Fine-tuning").
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,13 @@ class Origin:
     def load(cls, spec: str | Path) -> Origin:
         path = ckpt.resolve(spec).resolve()
         return cls(path, ckpt.load(path))
+
+    def conversion(self) -> tuple[str, Callable[[str], str]] | None:
+        """Chinese text in the other script, turned into the source's as its vocabulary
+        reads it (the conversion ``score`` applies to what users type); None when the
+        source's vocabulary is in neither script."""
+        convert = self.checkpoint.convert
+        return None if convert is None else (f"to {self.checkpoint.script}", convert)
 
     def record(self, unk_share: float, warn: DataEvent | None = None) -> dict[str, Any]:
         """What the new run's checkpoints record of it (provenance ``init_from``); a share

@@ -125,16 +125,17 @@ def _start_run(request: RunRequest, out_dir: Path, on_event: EventFn | None,
                world: World = SINGLE) -> Finished:
     origin = request.init_from
     tokenizer = origin.checkpoint.tokenizer if origin is not None else None
+    convert = origin.conversion() if origin is not None else None
 
     def check_and_load() -> CorpusData:
         check_run_dir(out_dir, force=request.force)
         check_world(request.train, world)
         resolve_device(request.train.device)
         return load_corpus(request.corpus, request.data, tokenizer=tokenizer, on_event=on_data_event,
-                           cache=cache_for_run(out_dir))
+                           cache=cache_for_run(out_dir), convert=convert)
 
     data = world.main_first(check_and_load, others=lambda: load_corpus(
-        request.corpus, request.data, tokenizer=tokenizer, cache=cache_for_run(out_dir)))
+        request.corpus, request.data, tokenizer=tokenizer, cache=cache_for_run(out_dir), convert=convert))
     record = origin.record(checked_unk_share(data.train), on_data_event) if origin is not None else None
     assert isinstance(request.model, ModelConfig)
     model_config = request.model.for_vocabulary(data.tokenizer.vocab_size)
