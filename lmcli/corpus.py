@@ -224,9 +224,7 @@ def load_corpus(paths: Sequence[str | Path], config: DataConfig, *,
     a corpus seen before with the same settings skips the vocabulary and encoding passes.
     Without one they are built in memory. A word vocabulary is learned in the same pass
     that encodes the training lines (the phase "building vocabulary and encoding").
-
-    ``convert`` (a name and a function) turns each line into what a given tokenizer reads,
-    as fine-tuning a model of the other Chinese script does."""
+    ``convert`` (a name, a function) turns each line into what a given tokenizer reads."""
     return CorpusBuilder(paths, config, cache=cache, on_event=on_event, convert=convert).build(tokenizer)
 
 
@@ -328,11 +326,10 @@ class CorpusBuilder:
         elif self.held_out:
             valid = _split_blocks(self.files, self.held_out, True)
         train = _split_blocks(self.files, self.held_out, False, self._training_bytes)
-        if self.convert is None:
-            return train, valid
-        function = self.convert[1]
-        return ([function(line) for line in lines] for lines in train), \
-            (None if valid is None else ([function(line) for line in lines] for lines in valid))
+        if self.convert is not None:
+            train, valid = (None if blocks is None else (list(map(self.convert[1], lines)) for lines in blocks)
+                            for blocks in (train, valid))
+        return train, valid
 
     # -- count
 

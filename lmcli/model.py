@@ -28,8 +28,8 @@ from lmcli.cells import CELL_CLASSES, RecurrentLayer
 from lmcli.clockwork import ClockworkRNN
 from lmcli.direction import DIRECTIONS
 from lmcli.errors import LmcliError, SettingError
-from lmcli.output import (ADAPTIVE_CUTOFFS, ALIGN_MIN_ROWS, SOFTMAXES, AdaptiveSoftmax, aligned_linear,
-                          blocked_target_log_probs, default_cutoffs)
+from lmcli.output import (ADAPTIVE_CUTOFFS, ALIGN_MIN_ROWS, BLOCK_FLOATS_CPU, BLOCK_FLOATS_GPU, SOFTMAXES,
+                          AdaptiveSoftmax, aligned_linear, blocked_target_log_probs, default_cutoffs)
 from lmcli.settings import check, setting
 from lmcli.units import parse_int_list
 
@@ -49,10 +49,6 @@ gru, (h, c) for lstm; a layer of :mod:`lmcli.cells` says its own parts and sizes
 
 
 MODEL = "Model"
-# Logits per block when scoring: on a CPU a block's logits stay in the cache while the
-# softmax reads them; a GPU is better served by few large products.
-BLOCK_FLOATS_CPU = 1 << 21
-BLOCK_FLOATS_GPU = 1 << 25
 
 
 @dataclass

@@ -25,6 +25,10 @@ OUTPUT_ALIGN = 16
 # Fewer rows than this (a token at a time, as generation runs) go unpadded: there the copy
 # of the weight would cost about what the product does.
 ALIGN_MIN_ROWS = 64
+# Logits per block when scoring: on a CPU a block's logits stay in the cache while the
+# softmax reads them; a GPU is better served by few large products.
+BLOCK_FLOATS_CPU = 1 << 21
+BLOCK_FLOATS_GPU = 1 << 25
 
 
 def aligned_weights(layer: nn.Linear) -> tuple[torch.Tensor, torch.Tensor | None]:

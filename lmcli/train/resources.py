@@ -22,7 +22,7 @@ from lmcli import checkpoint as ckpt
 from lmcli.disk import MB, check_room, megabytes
 from lmcli.errors import LmcliError
 from lmcli.model import RNNLM, ModelConfig
-from lmcli.model import BLOCK_FLOATS_GPU
+from lmcli.output import BLOCK_FLOATS_GPU
 from lmcli.scoring import BATCH_BUDGET
 from lmcli.train.config import TrainConfig
 
