@@ -146,7 +146,10 @@ def main() -> None:
         f"Machine: {machine()}.",
         "",
         "Ratios are lmcli against the reference, measured in the same run (above 1 is lmcli "
-        "faster; for perplexity, above 1 is worse).",
+        "faster; for perplexity, above 1 is worse); where a benchmark measures the pair over "
+        "rounds, the median ratio, then the range. The sections "
+        + ", ".join(KEPT) + " are written by their own scripts (the command heads each) and "
+        "kept when this script rewrites the rest: they may come from an earlier day or machine.",
         "",
         "| benchmark | reference | ratio | lmcli |",
         "|---|---|---|---|",
