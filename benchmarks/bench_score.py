@@ -39,18 +39,22 @@ from lmcli.tokenizers import EOS_ID  # noqa: E402
 from lmcli.vocabulary import build_tokenizer  # noqa: E402
 
 
-def incremental_generate(model: RNNLM, tokens: int, seed: int = 0) -> list[int]:
+def incremental_generate(model: RNNLM, tokens: int, seed: int = 0) -> tuple[list[int], float]:
     """The hand-written reference: one step per token with the state carried, the output
-    layer on the new position only, `<UNK>` (id 1) masked before the draw."""
+    layer on the new position only, `<UNK>` (id 1) masked before the draw, and the sample's
+    log-probability kept (lmcli reports it too)."""
     generator = torch.Generator().manual_seed(seed)
-    ids, state = [EOS_ID], None
+    ids, state, logprob = [EOS_ID], None, torch.zeros((), dtype=torch.float64)
     with torch.inference_mode():
         for _ in range(tokens):
             logits, state = model(torch.tensor([[ids[-1]]]), state)
             logits = logits[0, -1]
-            logits[1] = float("-inf")
-            ids.append(int(torch.multinomial(torch.softmax(logits, -1), 1, generator=generator)))
-    return ids
+            log_probs = torch.log_softmax(logits, -1)
+            masked = logits.clone()
+            masked[1] = float("-inf")
+            ids.append(int(torch.multinomial(torch.softmax(masked, -1), 1, generator=generator)))
+            logprob += log_probs[ids[-1]]
+    return ids, float(logprob)
 
 
 def matmul_peak(size: int = 2048, repeats: int = 10) -> float:

@@ -86,7 +86,8 @@ def filter_logits(logits: torch.Tensor, config: SamplingConfig, allowed: torch.T
         logits = logits.masked_fill(~allowed.to(logits.device), float("-inf"))
     if config.greedy:
         return logits
-    logits = logits / config.temperature
+    if config.temperature != 1.0:
+        logits = logits / config.temperature
     vocab = logits.shape[-1]
     if 0 < config.top_k < vocab:
         kth = torch.topk(logits, config.top_k, dim=-1).values[:, -1:]
@@ -165,8 +166,8 @@ def _draw(model: RNNLM, start: _Start, rows: int, config: SamplingConfig, genera
             for follower in (constraint, guard):
                 if follower is not None:
                     follower.advance(chosen)
-        model_logprobs = torch.log_softmax(logits.float(), dim=-1)
-        step_logprob = model_logprobs.gather(1, next_ids[:, None])[:, 0].double()
+        raw = logits.float()  # the model's own log-probability of the token, unfiltered
+        step_logprob = (raw.gather(1, next_ids[:, None])[:, 0] - torch.logsumexp(raw, dim=-1)).double()
         active = ~finished
         generated[:, t] = next_ids
         logprob += torch.where(active, step_logprob, torch.zeros_like(step_logprob))
