@@ -209,6 +209,7 @@ def curve_images(results: dict[str, dict[str, Any]], folder: Path, prefix: str =
         if not runs:
             continue
         figure, axis = plt.subplots(figsize=(7, 4), dpi=100)
+        lowest = []
         for index, (name, r) in enumerate(runs):
             points = ([(p["time"] / 60, p["perplexity"]) for p in r.get("valid_curve") or []] or
                       [(p["seconds"] / 60, p["valid_ppl"]) for p in r.get("curve") or []])
@@ -216,8 +217,12 @@ def curve_images(results: dict[str, dict[str, Any]], folder: Path, prefix: str =
             if points:
                 axis.plot(*zip(*points), marker=".", color=f"C{names.index(name)}",
                           label=f"{name} seed {r['seed']}", alpha=0.5 + 0.5 * (index % 3 == 0))
+                lowest.append(min(y for _, y in points))
+        if lowest:  # the early, steep part would flatten the end, where the runs differ
+            axis.set_ylim(min(lowest) * 0.97, min(lowest) * 1.6)
         axis.set_xlabel("training minutes")
-        axis.set_ylabel("valid perplexity" if level == "word" else "valid bits per character")
+        axis.set_ylabel(("valid perplexity" if level == "word" else "valid bits per character")
+                        + "\n(each model's own measure)", fontsize=9)
         axis.set_title(f"{level} level: validation during training, each seed")
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
