@@ -62,16 +62,13 @@ def save_model(folder: Path, train_text: str, hidden: int, layers: int) -> tuple
     return path, model, tokenizer
 
 
-def timed_command(args: list[str], out: Path, repeats: int) -> float:
-    """Median wall seconds of `python -m lmcli ARGS > out` over `repeats` runs."""
+def timed_command(args: list[str], out: Path) -> float:
+    """Wall seconds of `python -m lmcli ARGS > out`."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    times = []
-    for _ in range(repeats):
-        with open(out, "wb") as handle:
-            start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "lmcli", *args], stdout=handle, env=env, check=True)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    with open(out, "wb") as handle:
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "lmcli", *args], stdout=handle, env=env, check=True)
+        return time.perf_counter() - start
 
 
 def write_nbest(path: Path, sentences: list[str], hyps: int) -> int:
@@ -86,25 +83,31 @@ def write_nbest(path: Path, sentences: list[str], hyps: int) -> int:
     return count
 
 
-def report(name: str, seconds: float, startup: float, tokens: int, flop: float, peak: float,
-           library: float | None, items: str, count: int) -> None:
-    work = seconds - startup
-    if work < 0.25 * startup:
-        print(f"{name:<8} {count:,} {items}: whole command {seconds:.2f} s, one-line command "
+def share_line(name: str, rounds: list[dict[str, float]], tokens: int, flop: float, items: str,
+               count: int) -> dict[str, float] | None:
+    """Print one command's figures over the rounds (median, and the range of its share of
+    the peak); its summary for run_all.py, or None when the work is too small to tell."""
+    whole = statistics.median(r["whole"] for r in rounds)
+    startup = statistics.median(r["one"] for r in rounds)
+    if whole - startup < 0.25 * startup:
+        print(f"{name:<8} {count:,} {items}: whole command {whole:.2f} s, one-line command "
               f"{startup:.2f} s: too little work to tell from the start-up; give more")
-        return
-    rate = tokens * flop / work
-    line = (f"{name:<8} {count:,} {items}, {tokens:,} tokens: whole command {seconds:.2f} s, one-line "
-            f"command {startup:.2f} s, difference {work:.2f} s = {tokens / work:,.0f} tokens/s, "
-            f"{rate / 1e9:.0f} GFLOP/s = {rate / peak:.0%} of the peak")
+        return None
+    shares = [tokens * flop / (r["whole"] - r["one"]) / r["peak"] for r in rounds]
+    work = whole - startup
+    print(f"{name:<8} {count:,} {items}, {tokens:,} tokens: whole command {whole:.2f} s, one-line "
+          f"command {startup:.2f} s, difference {work:.2f} s = {tokens / work:,.0f} tokens/s; "
+          f"{statistics.median(shares):.0%} of the peak (rounds {min(shares):.0%}-{max(shares):.0%})")
     summary = {"benchmark": f"`lmcli {name}` end to end, process start subtracted",
                "reference": "float32 matmul peak, same run", "tokens_per_s": tokens / work,
-               "peak_share": rate / peak}
-    if library is not None:
-        line += f" (the library's scorer in-process: {tokens * flop / library / peak:.0%})"
-        summary["library_peak_share"] = tokens * flop / library / peak
-    print(line)
-    print("summary:", json.dumps(summary))
+               "peak_share": statistics.median(shares), "peak_share_low": min(shares),
+               "peak_share_high": max(shares)}
+    if "library" in rounds[0]:
+        library = [tokens * flop / r["library"] / r["peak"] for r in rounds]
+        print(f"{'':<8} the library's scorer in-process, same sentences: {statistics.median(library):.0%} "
+              f"of the peak (rounds {min(library):.0%}-{max(library):.0%})")
+        summary["library_peak_share"] = statistics.median(library)
+    return summary
 
 
 def main() -> None:
@@ -115,7 +118,7 @@ def main() -> None:
     parser.add_argument("--hyps", type=int, default=10)
     parser.add_argument("--hidden-dim", type=int, default=200)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5, help="rounds (each: peak, library, commands)")
     args = parser.parse_args()
     if not (args.data / "train.txt").exists():
         raise SystemExit(f"no corpus in {args.data}: run python benchmarks/quality/prepare.py first")
@@ -134,29 +137,36 @@ def main() -> None:
         nbest_texts = [json.loads(line) for line in (folder / "nbest.jsonl").read_text().splitlines()]
         distinct = sorted({h["text"] for u in nbest_texts for h in u["hyps"]})
         print(f"word lstm {args.layers}x{args.hidden_dim}, full softmax, vocabulary {tokenizer.vocab_size:,}, "
-              f"{torch.get_num_threads()} threads; median of {args.repeats} runs each")
+              f"{torch.get_num_threads()} threads; {args.repeats} rounds, medians")
 
         list(score_sentences(model, tokenizer, sentences[:200]))  # warm up
-        start = time.perf_counter()
-        list(score_sentences(model, tokenizer, sentences))
-        library = time.perf_counter() - start
-        peak = matmul_peak()
-        print(f"float32 matrix-multiply peak {peak / 1e9:.0f} GFLOP/s (2048 x 2048 x 2048)")
-
         tokens = sum(len(tokenizer.encode(s)) + 1 for s in sentences)
-        score = ["score", "-c", str(path), "--json", "--file"]
-        whole = timed_command(score + [str(folder / "all.txt")], folder / "out.jsonl", args.repeats)
-        startup = timed_command(score + [str(folder / "one.txt")], folder / "one.out", args.repeats)
-        assert len((folder / "out.jsonl").read_text().splitlines()) == len(sentences)
-        report("score", whole, startup, tokens, flop, peak, library, "sentences", len(sentences))
-
         # rerank scores each distinct text once: its tokens are those of the distinct texts.
         rerank_tokens = sum(len(tokenizer.encode(t)) + 1 for t in distinct)
+        score = ["score", "-c", str(path), "--json", "--file"]
         rerank = ["rerank", "-c", str(path), "--json"]
-        whole = timed_command(rerank + [str(folder / "nbest.jsonl")], folder / "rr.jsonl", args.repeats)
-        startup = timed_command(rerank + [str(folder / "one.jsonl")], folder / "rr1.jsonl", args.repeats)
-        report("rerank", whole, startup, rerank_tokens, flop, peak, None, "hypotheses", hyps)
-
+        scores, reranks = [], []
+        # Each round measures the peak too: the CPU's clock moves between rounds, and each
+        # share is taken against the peak of its own round.
+        for _ in range(args.repeats):
+            peak = matmul_peak()
+            start = time.perf_counter()
+            list(score_sentences(model, tokenizer, sentences))
+            library = time.perf_counter() - start
+            scores.append({"peak": peak, "library": library,
+                           "whole": timed_command(score + [str(folder / "all.txt")], folder / "out.jsonl"),
+                           "one": timed_command(score + [str(folder / "one.txt")], folder / "one.out")})
+            reranks.append({"peak": peak,
+                            "whole": timed_command(rerank + [str(folder / "nbest.jsonl")], folder / "rr.jsonl"),
+                            "one": timed_command(rerank + [str(folder / "one.jsonl")], folder / "rr1.jsonl")})
+        assert len((folder / "out.jsonl").read_text().splitlines()) == len(sentences)
+        peaks = [r["peak"] for r in scores]
+        print(f"float32 matrix-multiply peak {statistics.median(peaks) / 1e9:.0f} GFLOP/s (2048 x 2048 x 2048; "
+              f"rounds {min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f})")
+        for summary in (share_line("score", scores, tokens, flop, "sentences", len(sentences)),
+                        share_line("rerank", reranks, rerank_tokens, flop, "hypotheses", hyps)):
+            if summary is not None:
+                print("summary:", json.dumps(summary))
 
 if __name__ == "__main__":
     main()
