@@ -97,6 +97,8 @@ def absolute_cell(summary: dict) -> str:
                          f"{summary['peak_over_array']:.2f}x the {summary['array_mb']:,.0f} MB token array")
             if "peak_share" in summary:
                 text += f"; {summary['peak_share']:.0%} of the float32 matmul peak"
+                if "peak_share_low" in summary:
+                    text += f" (rounds {summary['peak_share_low']:.0%}-{summary['peak_share_high']:.0%})"
                 if "ceiling" in summary:
                     text += f", which would allow at most {summary['ceiling']:.1f}x"
                 if "library_peak_share" in summary:
