@@ -15,7 +15,6 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-import click
 import typer
 
 from lmcli import __version__
@@ -42,6 +41,26 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _typer_exits() -> tuple[type[BaseException], ...]:
+    """What Typer (or the click it runs on) raises to end a command: passed on untouched.
+    Typer before 0.2x runs on click; later ones carry their own copy and no click at all."""
+    kinds: list[type[BaseException]] = [typer.Exit, typer.Abort]
+    try:
+        from typer.exceptions import TyperException  # the vendored click's exceptions' base
+        kinds.append(TyperException)
+    except ImportError:
+        pass
+    try:
+        from click import exceptions as click_exceptions
+        kinds += [click_exceptions.Exit, click_exceptions.ClickException, click_exceptions.Abort]
+    except ImportError:
+        pass
+    return tuple(kinds)
+
+
+_TYPER_EXITS = _typer_exits()
+
+
 def friendly_errors(command: F) -> F:
     """Turn library errors into one red line and an exit code (also under CliRunner)."""
 
@@ -61,8 +80,7 @@ def friendly_errors(command: F) -> F:
         except KeyboardInterrupt:
             ui.error("interrupted")
             raise typer.Exit(130) from None
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.ClickException,
-                click.exceptions.Abort):
+        except _TYPER_EXITS:
             raise
         except BrokenPipeError:
             # `lmcli score ... | head`: the reader left; that is not an error. Point stdout at
