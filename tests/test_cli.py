@@ -114,6 +114,19 @@ def test_generate_lines_and_seed(trained_run: Path) -> None:
 # ----------------------------------------------------------------------------- bad input
 
 
+def test_score_refuses_an_empty_file_but_scores_blank_lines(trained_run: Path, tmp_path: Path) -> None:
+    """An empty file or stdin is most likely the wrong one: one line, exit 1. A blank
+    line is a sentence (one result per input line keeps N-best lists aligned)."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("", encoding="utf-8")
+    result = run("score", "-c", trained_run, "--file", empty)
+    assert result.exit_code == 1 and "no sentences to score" in result.output and str(empty) in result.output
+    assert "Traceback" not in result.output
+    assert run("score", "-c", trained_run, "-", input="").exit_code == 1
+    blank = run("score", "-c", trained_run, "-", input="\n")
+    assert blank.exit_code == 0 and len(blank.stdout.splitlines()) == 1
+
+
 def assert_one_line_error(result, *needles: str) -> None:
     assert result.exit_code != 0
     assert "Traceback" not in result.output

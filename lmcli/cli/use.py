@@ -15,7 +15,7 @@ from lmcli.cli.common import (CheckpointOption, CheckpointsOption, DeviceOption,
                               JsonOption, SentenceBatchOption, app, friendly_errors, language_model,
                               load_model)
 from lmcli.text import TextFiles, chunk_lines, iter_chunks
-from lmcli.errors import UsageError
+from lmcli.errors import LmcliError, UsageError
 from lmcli.ngram import is_ngram_file
 from lmcli.scoring import SentenceScore, evaluate_file, score_sentences
 from lmcli.units import parse_float_list
@@ -69,16 +69,20 @@ def _sentences(sentences: list[str] | None, file: Path | None, encoding: str, er
     if file is not None and sentences:
         raise UsageError("give sentences as arguments or with --file, not both")
     if file is not None and str(file) != "-":
-        for chunk in iter_chunks(file, encoding, errors):
-            yield from chunk_lines(chunk)
-        return
-    if file is not None or sentences == ["-"] or not sentences:
+        lines: Iterator[str] = (line for chunk in iter_chunks(file, encoding, errors) for line in chunk_lines(chunk))
+        where = str(file)
+    elif file is not None or sentences == ["-"] or not sentences:
         if sys.stdin.isatty() and not sentences and file is None:
             raise UsageError("no sentences: pass them as arguments, --file FILE, or - to read stdin")
-        for line in sys.stdin:
-            yield line.rstrip("\r\n")
+        lines, where = (line.rstrip("\r\n") for line in sys.stdin), "standard input"
+    else:
+        yield from sentences
         return
-    yield from sentences
+    read = 0
+    for read, line in enumerate(lines, 1):
+        yield line
+    if not read:  # an empty file scores nothing: most likely the wrong file
+        raise LmcliError(f"no sentences to score: {where} is empty")
 
 
 @app.command()
