@@ -212,9 +212,7 @@ class RNNLM(nn.Module):
     """
 
     def __init__(self, config: ModelConfig, initialise: bool = True) -> None:
-        """``initialise=False`` leaves the weights as the layers' constructors made them, for
-        a model whose weights are loaded next (the orthogonal initialisation of a large
-        model takes a noticeable part of a second)."""
+        """``initialise=False``: the weights are loaded next, so skip their (slow) init."""
         super().__init__()
         if not config.vocab_size:
             raise LmcliError("a model needs its vocabulary size (ModelConfig.for_vocabulary)")
@@ -324,18 +322,21 @@ class RNNLM(nn.Module):
         without its last axis); a negative target (padding) gets 0. The same numbers as
         ``log_softmax(logits)`` at the targets, computed without the whole distribution
         where the output layer allows it."""
-        flat = features.reshape(-1, features.shape[-1])
-        ids = targets.reshape(-1)
+        flat, ids = features.reshape(-1, features.shape[-1]), targets.reshape(-1)
         real = ids >= 0
+        if torch.is_grad_enabled():  # the adaptive training loss: one product, no host sync
+            safe = ids.clamp(min=0)
+            picked = (self.decoder.target_log_probs(flat, safe) if isinstance(self.decoder, AdaptiveSoftmax)
+                      else -F.cross_entropy(aligned_linear(self.decoder, flat).float(), safe, reduction="none"))
+            return torch.where(real, picked, torch.zeros_like(picked)).reshape(targets.shape)
+        # Scoring: padding costs no output layer, and the rows go a block at a time.
         everything = bool(real.all())
-        if not everything:  # padding costs no output layer
+        if not everything:
             where = real.nonzero().squeeze(1)
             flat, ids = flat.index_select(0, where), ids.index_select(0, where)
         block = BLOCK_FLOATS_GPU if flat.is_cuda else BLOCK_FLOATS_CPU
         if not isinstance(self.decoder, AdaptiveSoftmax):
             picked = blocked_target_log_probs(self.decoder, flat, ids, block)
-        elif torch.is_grad_enabled():  # training's loss: one product, as it was tuned
-            picked = self.decoder.target_log_probs(flat, ids)
         else:
             rows = max(ALIGN_MIN_ROWS, block // self.decoder.head.out_features)
             picked = torch.cat([self.decoder.target_log_probs(flat[first:first + rows], ids[first:first + rows])
