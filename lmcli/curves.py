@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from lmcli.checkpoint import METRICS
 from lmcli.errors import LmcliError
 
-METRICS = "metrics.jsonl"
 X_AXES = ("step", "tokens", "time")
 Y_AXES = ("loss", "perplexity")
 

@@ -21,7 +21,7 @@ from lmcli.batches import BpttBatches
 from lmcli.corpus import encode_stream
 from lmcli.direction import in_reading_order, in_text_order, reverse_lines
 from lmcli.errors import LmcliError, SettingError
-from lmcli.model import RNNLM
+from lmcli.model import RNNLM, ModelConfig
 from lmcli.text import TextFiles
 from lmcli.tokenizers import EOS_ID, UNK_ID, Tokenizer
 
@@ -70,10 +70,9 @@ Convert = Callable[[str], str]
 """Turns a sentence as typed into the text the model reads (another Chinese script, say)."""
 
 
-def token_floats(model: RNNLM) -> int:
+def token_floats(config: ModelConfig) -> int:
     """Floats of activations per token while scoring: the input, each layer's four gate
     pre-activations and its output."""
-    config = model.config
     return config.embed_dim + config.layers * 5 * config.hidden_dim
 
 
@@ -115,7 +114,7 @@ def _score_batch(model: RNNLM, batch: list[Ids], eos: bool, device: torch.device
     targets_t = torch.from_numpy(targets).to(device)
     # A very long sentence (a 50 MB line) is run in slices of the time axis with the state
     # carried between them: the same numbers, in memory bounded by the batch budget.
-    step = max(1, min(MAX_SLICE, BATCH_BUDGET // (len(batch) * token_floats(model))))
+    step = max(1, min(MAX_SLICE, BATCH_BUDGET // (len(batch) * token_floats(model.config))))
     state = None
     parts = []
     for start in range(0, width, step):
@@ -136,7 +135,7 @@ def score_ids(model: RNNLM, encoded: Sequence[Ids], *, batch_size: int = 64, eos
     was_training = model.training
     model.eval()
     results: list[np.ndarray] = [np.zeros(0)] * len(encoded)
-    for batch in _batches(list(enumerate(encoded)), batch_size, token_floats(model)):
+    for batch in _batches(list(enumerate(encoded)), batch_size, token_floats(model.config)):
         for (index, _), logprobs in zip(batch, _score_batch(model, [ids for _, ids in batch], eos, device)):
             results[index] = logprobs
     model.train(was_training)

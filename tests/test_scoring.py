@@ -168,7 +168,7 @@ def test_a_long_sentence_is_scored_in_slices_with_the_same_numbers(monkeypatch: 
     model = model_for(tokenizer, "lstm")
     sentence = "the moon rises over the deep sea and a bird sings " * 4
     whole = next(iter(score_sentences(model, tokenizer, [sentence], per_token=True)))
-    monkeypatch.setattr(scoring, "BATCH_BUDGET", 7 * scoring.token_floats(model))  # slices of 7 steps
+    monkeypatch.setattr(scoring, "BATCH_BUDGET", 7 * scoring.token_floats(model.config))  # slices of 7 steps
     sliced = next(iter(score_sentences(model, tokenizer, [sentence, "a sea"], per_token=True)))
     assert len(sentence) > 7 * 20
     assert sliced.token_logprobs == pytest.approx(whole.token_logprobs, abs=1e-5)

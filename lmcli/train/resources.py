@@ -23,7 +23,7 @@ from lmcli.disk import MB, check_room, megabytes
 from lmcli.errors import LmcliError
 from lmcli.model import RNNLM, ModelConfig
 from lmcli.output import BLOCK_FLOATS_GPU
-from lmcli.scoring import BATCH_BUDGET
+from lmcli.scoring import BATCH_BUDGET, token_floats
 from lmcli.train.config import TrainConfig
 
 FLOAT = 4  # bytes: weights and optimizer state are float32
@@ -64,9 +64,8 @@ def training_bytes(model: ModelConfig, train: TrainConfig) -> int:
     per_token = model.embed_dim * 2 + model.layers * per_layer + output * 3
     # Validation scores whole sentences in batches of at most BATCH_BUDGET floats of
     # activations, their logits a block at a time.
-    activations = model.embed_dim + model.layers * 5 * model.hidden_dim
     lanes = max(64, train.batch_size) * 64
-    validation = min(BATCH_BUDGET, lanes * activations) + min(BLOCK_FLOATS_GPU, lanes * output) * 2
+    validation = min(BATCH_BUDGET, lanes * token_floats(model)) + min(BLOCK_FLOATS_GPU, lanes * output) * 2
     return state + max(tokens * per_token, validation) * FLOAT
 
 
