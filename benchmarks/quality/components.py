@@ -18,87 +18,79 @@ DEFAULT_REPORT = REPO / "benchmarks" / "RESULTS.md"
 # `lmcli train` flags per lmcli component (added after the corpus, --valid, --time-limit,
 # -o and --force). The level decides the table: word level in the word table, any other in
 # the character table (bits per character compare across tokenizations).
+WORD_SMALL = ["--level", "word", "--min-freq", "1", "--recipe", "small"]
+CHAR_SMALL = ["--level", "char", "--min-freq", "1", "--recipe", "small"]
+
+
+def adaptive(cutoffs: str, size: int, dropout: str) -> list[str]:
+    """A word candidate with an adaptive softmax, spelled out in full."""
+    return [*WORD_SMALL, "--softmax", "adaptive", "--cutoffs", cutoffs, "--embed-dim", str(size),
+            "--hidden-dim", str(size), "--dropout", dropout]
+
+
 LMCLI_COMPONENTS: dict[str, list[str]] = {
-    "lmcli-word": ["--level", "word", "--min-freq", "1", "--recipe", "small"],
-    "lmcli-char": ["--level", "char", "--min-freq", "1", "--recipe", "small"],
+    "lmcli-word": [*WORD_SMALL],
+    "lmcli-char": [*CHAR_SMALL],
     # Longer budgets, for the curve of perplexity against training time (run with --only;
     # the minutes are in the name and override --minutes).
-    "lmcli-word-small-30m": ["--level", "word", "--min-freq", "1", "--recipe", "small"],
+    "lmcli-word-small-30m": [*WORD_SMALL],
     "lmcli-word-medium-30m": ["--level", "word", "--min-freq", "1", "--recipe", "medium"],
     # Adaptive softmax candidates (the 10k softmax was most of a step); spelled out, so
     # they stay what was measured when the recipes change.
-    "lmcli-word-adaptive": ["--level", "word", "--min-freq", "1", "--recipe", "small",
-                            "--softmax", "adaptive", "--cutoffs", "2000",
-                            "--embed-dim", "200", "--hidden-dim", "200", "--dropout", "0.2"],
-    "lmcli-word-adaptive-1k4k": ["--level", "word", "--min-freq", "1", "--recipe", "small",
-                                 "--softmax", "adaptive", "--cutoffs", "1000,4000",
-                                 "--embed-dim", "200", "--hidden-dim", "200", "--dropout", "0.2"],
-    "lmcli-word-adaptive-300": ["--level", "word", "--min-freq", "1", "--recipe", "small",
-                                "--softmax", "adaptive", "--cutoffs", "1000,4000",
-                                "--embed-dim", "300", "--hidden-dim", "300", "--dropout", "0.3"],
-    "lmcli-word-adaptive-400": ["--level", "word", "--min-freq", "1", "--recipe", "small",
-                                "--softmax", "adaptive", "--cutoffs", "1000,4000",
-                                "--embed-dim", "400", "--hidden-dim", "400", "--dropout", "0.4"],
-    "lmcli-word-adaptive-300-30m": ["--level", "word", "--min-freq", "1", "--recipe", "small",
-                                    "--softmax", "adaptive", "--cutoffs", "1000,4000",
-                                    "--embed-dim", "300", "--hidden-dim", "300", "--dropout", "0.3"],
-    "lmcli-word-adaptive-400-30m": ["--level", "word", "--min-freq", "1", "--recipe", "small",
-                                    "--softmax", "adaptive", "--cutoffs", "1000,4000",
-                                    "--embed-dim", "400", "--hidden-dim", "400", "--dropout", "0.4"],
+    "lmcli-word-adaptive": adaptive("2000", 200, "0.2"),
+    "lmcli-word-adaptive-1k4k": adaptive("1000,4000", 200, "0.2"),
+    "lmcli-word-adaptive-300": adaptive("1000,4000", 300, "0.3"),
+    "lmcli-word-adaptive-400": adaptive("1000,4000", 400, "0.4"),
+    "lmcli-word-adaptive-300-30m": adaptive("1000,4000", 300, "0.3"),
+    "lmcli-word-adaptive-400-30m": adaptive("1000,4000", 400, "0.4"),
     # The char recipe as it was before the learning-rate runs below, for the record.
-    "lmcli-char-lr3": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "3e-3"],
+    "lmcli-char-lr3": [*CHAR_SMALL, "--lr", "3e-3"],
     # A word candidate: SGD at 30 instead of 20 under the same clip and cosine.
-    "lmcli-word-lr30": ["--level", "word", "--min-freq", "1", "--recipe", "small", "--lr", "30"],
+    "lmcli-word-lr30": [*WORD_SMALL, "--lr", "30"],
     # Char learning-rate candidates: 5-minute probes put 8e-3 and 1.2e-2 far ahead of the
     # recipe's 3e-3 on validation.
-    "lmcli-char-lr8": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "8e-3"],
-    "lmcli-char-lr12": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "1.2e-2"],
+    "lmcli-char-lr8": [*CHAR_SMALL, "--lr", "8e-3"],
+    "lmcli-char-lr12": [*CHAR_SMALL, "--lr", "1.2e-2"],
     # After those: a little lower, and the same tokens a step as 64 lanes of 64 (wider
     # products, half the serial steps).
-    "lmcli-char-lr6": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "6e-3"],
-    "lmcli-char-lr8-b64x64": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "8e-3",
+    "lmcli-char-lr6": [*CHAR_SMALL, "--lr", "6e-3"],
+    "lmcli-char-lr8-b64x64": [*CHAR_SMALL, "--lr", "8e-3",
                               "--batch-size", "64", "--seq-len", "64"],
     # More text per minute at 8e-3: a GRU (three gates to the LSTM's four) and a narrower LSTM.
-    "lmcli-char-gru": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "8e-3",
+    "lmcli-char-gru": [*CHAR_SMALL, "--lr", "8e-3",
                        "--model", "gru"],
-    "lmcli-char-h448": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--lr", "8e-3",
+    "lmcli-char-h448": [*CHAR_SMALL, "--lr", "8e-3",
                         "--hidden-dim", "448"],
     # A closing phase on whole sentences from the empty context, as score and eval read
     # them (probes that fine-tuned a finished model on sentences pointed there).
-    "lmcli-word-sp20": ["--level", "word", "--min-freq", "1", "--recipe", "small",
-                        "--sentence-phase", "0.2"],
-    "lmcli-word-sp35": ["--level", "word", "--min-freq", "1", "--recipe", "small",
-                        "--sentence-phase", "0.35"],
+    "lmcli-word-sp20": [*WORD_SMALL, "--sentence-phase", "0.2"],
+    "lmcli-word-sp35": [*WORD_SMALL, "--sentence-phase", "0.35"],
     # After those: larger shares. 0.5 joined the small recipe (validation agrees: see
     # "Choices, on validation" in RESULTS.md), so its run is the single-seed lmcli-word.
-    "lmcli-word-sp50": ["--level", "word", "--min-freq", "1", "--recipe", "small",
-                        "--sentence-phase", "0.5"],
-    "lmcli-word-sp70": ["--level", "word", "--min-freq", "1", "--recipe", "small",
-                        "--sentence-phase", "0.7"],
+    "lmcli-word-sp50": [*WORD_SMALL, "--sentence-phase", "0.5"],
+    "lmcli-word-sp70": [*WORD_SMALL, "--sentence-phase", "0.7"],
     # More updates per minute at 8e-3: half the tokens a step, by shorter windows (the state
     # still carries across them) or by fewer lanes; 64 lanes were slower per token.
-    "lmcli-char-s64": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--seq-len", "64"],
-    "lmcli-char-b16": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--batch-size", "16"],
+    "lmcli-char-s64": [*CHAR_SMALL, "--seq-len", "64"],
+    "lmcli-char-b16": [*CHAR_SMALL, "--batch-size", "16"],
     # After those: fewer lanes again, and 16 lanes at a lower rate (a smaller batch's
     # noisier gradient).
-    "lmcli-char-b8": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--batch-size", "8"],
-    "lmcli-char-b16-lr6": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--batch-size", "16",
+    "lmcli-char-b8": [*CHAR_SMALL, "--batch-size", "8"],
+    "lmcli-char-b16-lr6": [*CHAR_SMALL, "--batch-size", "16",
                            "--lr", "6e-3"],
     # After those: between 8 and 16 lanes, and 16 at a higher rate; 12 lanes joined the
     # small recipe.
     # After those, at 12 lanes: validation twice an epoch instead of four times, and a
     # narrower LSTM (more tokens a minute).
-    "lmcli-char-b12-eval2": ["--level", "char", "--min-freq", "1", "--recipe", "small",
-                             "--eval-every", "1234"],
-    "lmcli-char-b12-h448": ["--level", "char", "--min-freq", "1", "--recipe", "small",
-                            "--hidden-dim", "448"],
+    "lmcli-char-b12-eval2": [*CHAR_SMALL, "--eval-every", "1234"],
+    "lmcli-char-b12-h448": [*CHAR_SMALL, "--hidden-dim", "448"],
     # After those: 448 units joined the small recipe on a test figure, and plain-char and
     # lmcli-char were run again side by side; validation prefers 512, the recipe again.
-    "lmcli-char-b12": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--batch-size", "12"],
-    "lmcli-char-b16-lr10": ["--level", "char", "--min-freq", "1", "--recipe", "small", "--batch-size", "16",
+    "lmcli-char-b12": [*CHAR_SMALL, "--batch-size", "12"],
+    "lmcli-char-b16-lr10": [*CHAR_SMALL, "--batch-size", "16",
                             "--lr", "1e-2"],
     # The char recipe over 30 minutes, beside plain-char-30m: where the char target falls.
-    "lmcli-char-30m": ["--level", "char", "--min-freq", "1", "--recipe", "small"],
+    "lmcli-char-30m": [*CHAR_SMALL],
 }
 DEFAULT_COMPONENTS = ["kn5", "baseline-word", "lmcli-word", "plain-char", "lmcli-char"]
 # Candidates whose run became a recipe, and so the named component's result: not "not run".
